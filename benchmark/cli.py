@@ -1,0 +1,287 @@
+"""``attrib-bench``: a thin command line over the library.
+
+Every user-facing problem is an :class:`~benchmark.errors.AttribBenchError`; the CLI prints
+its one line and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from benchmark import __version__
+from benchmark.errors import AttribBenchError
+
+EXIT_USER_ERROR = 2
+
+
+def _friendly(fn):
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AttribBenchError as exc:
+            click.echo(f"error: {exc.line()}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__, prog_name="attrib-bench")
+def main() -> None:
+    """Evaluate training-data attribution for text-to-image models (the AbC protocol)."""
+
+
+def _format_estimate(est: dict) -> str:
+    if est.get("value") is None:
+        return f"[{est['lower']:.3f}, {est['upper']:.3f}]"
+    return f"{est['value']:.3f} [{est['ci_low']:.3f}, {est['ci_high']:.3f}]"
+
+
+def render_table(result: dict) -> str:
+    """The human-readable summary printed by ``evaluate``."""
+    measures = ("mAP", "recall@5", "recall@10", "recall@100")
+    head = ["test case", "prompt", "models", "queries", *measures]
+    rows = [head]
+    for cell in result["metrics"]:
+        rows.append(
+            [
+                cell["test_case"],
+                cell["prompt_type"],
+                str(cell["num_models"]),
+                str(cell["num_queries"]),
+                *(_format_estimate(cell["metrics"][m]) for m in measures),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    b, s = result["benchmark"], result["submission"]
+    title = (
+        f"{s['name']} ({s['kind']}) on {b['name']} {b['version']} - "
+        f"mean [{result['settings']['ci_level']:.0%} cluster-bootstrap CI], "
+        f"ties {result['settings']['tie_policy']}"
+    )
+    out = [title, *lines]
+    cal = result["calibration"]
+    if "test" in cal:
+        t = cal["test"]
+        out.append(
+            f"calibration (fit on val, tau={cal['calibrator']['temperature']:.4g}, "
+            f"b={cal['calibrator']['threshold']:.4g}): exemplar NLL "
+            f"{t['exemplar_nll']:.3f}, exemplar mass {t['exemplar_mass']:.3f}, "
+            f"ECE {t['ece']:.4f}"
+        )
+    else:
+        out.append(f"calibration skipped: {cal.get('skipped')}")
+    out += [f"note: {f}" for f in result["flags"]]
+    return "\n".join(out)
+
+
+@main.command()
+@click.option(
+    "--submission",
+    "-s",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Submission folder (holding submission.yaml).",
+)
+@click.option(
+    "--benchmark",
+    "-b",
+    default=None,
+    help="Registered name, local folder or hf://OWNER/NAME@REVISION "
+    "(default: the embedded benchmark).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for result.json (default: results/<benchmark>/<submission>).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--tie-policy",
+    type=click.Choice(["pessimistic", "optimistic"]),
+    default="pessimistic",
+    show_default=True,
+)
+@click.option("--bootstrap-samples", default=1000, show_default=True)
+@click.option(
+    "--device",
+    default=None,
+    help="torch device for extractors (default: cuda if available, else cpu).",
+)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@_friendly
+def evaluate(
+    submission,
+    benchmark,
+    output,
+    as_json,
+    seed,
+    tie_policy,
+    bootstrap_samples,
+    device,
+    batch_size,
+    no_cache,
+    quiet,
+):
+    """Score a submission; write result.json and print a table."""
+    from benchmark.evaluate import EvalConfig, RunOptions
+    from benchmark.evaluate import evaluate as run
+    from benchmark.results import write_result
+    from benchmark.types import TiePolicy
+
+    config = EvalConfig(
+        seed=seed, tie_policy=TiePolicy(tie_policy), bootstrap_samples=bootstrap_samples
+    )
+    options = RunOptions(
+        device=device, batch_size=batch_size, progress=not quiet, cache=not no_cache
+    )
+    result = run(submission, benchmark, config, options)
+    out_dir = output or Path("results") / result["benchmark"]["name"] / result["submission"]["name"]
+    path = write_result(result, out_dir)
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+    else:
+        click.echo(render_table(result))
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--benchmark",
+    "-b",
+    default=None,
+    help="Benchmark (default: the one named in submission.yaml, else abc-tiny).",
+)
+@_friendly
+def selfcheck(path, benchmark):
+    """Check a submission end to end on a small benchmark before the real run."""
+    from benchmark.evaluate import EvalConfig, RunOptions
+    from benchmark.evaluate import evaluate as run
+    from benchmark.submission import load_submission
+
+    sub = load_submission(path)
+    click.echo(f"ok   submission.yaml is valid ({sub.kind}, {len(sub.file_hashes)} files)")
+    bench_spec = benchmark or sub.config.get("benchmark", "abc-tiny").partition("@")[0]
+    result = run(
+        sub, bench_spec, EvalConfig(bootstrap_samples=200), RunOptions(progress=False, cache=False)
+    )
+    n = len(result["queries"])
+    click.echo(
+        f"ok   scored {n} queries on {result['benchmark']['name']} {result['benchmark']['version']}"
+    )
+    for cell in result["metrics"]:
+        click.echo(
+            f"     {cell['test_case']:<14} {cell['prompt_type']:<7} mAP "
+            f"{_format_estimate(cell['metrics']['mAP'])}"
+        )
+    for flag in result["flags"]:
+        click.echo(f"note {flag}")
+    click.echo("selfcheck passed")
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@_friendly
+def validate(file):
+    """Validate a result.json, a benchmark manifest.json or a submission.yaml."""
+    from benchmark.fileio import read_json
+    from benchmark.results import load_result
+    from benchmark.schemas import validate as check
+    from benchmark.submission import load_submission
+
+    if file.name == "submission.yaml" or file.is_dir():
+        sub = load_submission(file)
+        click.echo(f"{file}: valid submission ({sub.kind})")
+        return
+    data = read_json(file)
+    if isinstance(data, dict) and "tables" in data:
+        check(data, "manifest", file)
+        click.echo(f"{file}: valid manifest ({data['name']} {data['version']})")
+        return
+    load_result(file)
+    click.echo(f"{file}: valid result")
+
+
+@main.command(name="list")
+@click.argument(
+    "what", type=click.Choice(["benchmarks", "test-cases", "measures"]), default="benchmarks"
+)
+def list_(what):
+    """List registered benchmarks, test cases or measures."""
+    if what == "benchmarks":
+        from benchmark.benchmarks import BENCHMARKS, DEFAULT_BENCHMARK
+
+        for e in BENCHMARKS.entries():
+            mark = " (default)" if e.name == DEFAULT_BENCHMARK else ""
+            click.echo(f"{e.name}{mark}\t{e.description}")
+    elif what == "test-cases":
+        from benchmark.types import PART_ALIASES, Part
+
+        for p in Part:
+            aliases = sorted(a for a, t in PART_ALIASES.items() if t is p)
+            click.echo(f"{p.value}\t{'test' if p.is_test else 'tuning'}\t{', '.join(aliases)}")
+    else:
+        from benchmark.metrics import MEASURES
+
+        for m in MEASURES:
+            click.echo(f"{m.name}\t{'higher' if m.higher_is_better else 'lower'} is better")
+
+
+@main.command()
+@click.option("--benchmark", "-b", default=None)
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@_friendly
+def export(benchmark, out):
+    """Write queries.tsv, candidates.txt and positives.tsv (the orders submissions follow)."""
+    from benchmark.benchmarks import resolve_benchmark
+    from benchmark.export import export_ids
+
+    for path in export_ids(resolve_benchmark(benchmark), out):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--measure", "-m", multiple=True, help="Measures to show (default: mAP, recall@10).")
+@click.option("--seed", default=0, show_default=True)
+@_friendly
+def compare(a, b, measure, seed):
+    """Paired differences A - B with cluster-bootstrap CIs."""
+    from benchmark.compare import compare_results
+    from benchmark.results import load_result
+
+    ra, rb = load_result(a), load_result(b)
+    rows = compare_results(ra, rb, seed=seed)
+    shown = set(measure or ("mAP", "recall@10"))
+    click.echo(
+        f"A = {ra['submission']['name']}, B = {rb['submission']['name']} "
+        f"({ra['benchmark']['name']} {ra['benchmark']['version']})"
+    )
+    click.echo(
+        f"{'test case':<14} {'prompt':<7} {'measure':<10} {'A':>7} {'B':>7} {'A-B':>7}  95% CI"
+    )
+    for r in rows:
+        if r["measure"] not in shown:
+            continue
+        star = " *" if r["significant"] else ""
+        click.echo(
+            f"{r['test_case']:<14} {r['prompt_type']:<7} {r['measure']:<10} "
+            f"{r['a']:7.3f} {r['b']:7.3f} {r['diff']:+7.3f}  "
+            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]{star}"
+        )
+    click.echo("* the interval excludes 0")

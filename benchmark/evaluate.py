@@ -1,0 +1,302 @@
+"""The one orchestrator: benchmark + submission -> rank counts -> metrics -> result dict."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark import calibration as calib
+from benchmark import features as feat
+from benchmark import scoring, stats
+from benchmark.benchmarks import resolve_benchmark
+from benchmark.errors import SubmissionError
+from benchmark.fileio import sha256_text
+from benchmark.metrics import MEASURES, RECALL_KS, per_query_bounds
+from benchmark.progress import progress_bar
+from benchmark.results import build_result
+from benchmark.splits import Benchmark
+from benchmark.submission import (
+    Submission,
+    check_benchmark,
+    load_dense,
+    load_extractor,
+    load_features,
+    load_submission,
+    load_topk,
+)
+from benchmark.types import TEST_CASES, Part, TiePolicy
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything that can change a result; recorded in it under ``settings``."""
+
+    seed: int = 0
+    tie_policy: TiePolicy = TiePolicy.PESSIMISTIC
+    bootstrap_samples: int = stats.DEFAULT_SAMPLES
+    ci_level: float = stats.DEFAULT_LEVEL
+    top_n: int = scoring.DEFAULT_TOP_N  # distractors per query kept for calibration
+    store_top: int = 10  # of those, stored per query in the result (for reports)
+    ece_bins: int = 15
+
+    def settings(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tie_policy"] = self.tie_policy.value
+        out["recall_ks"] = list(RECALL_KS)
+        out["calibration_candidates"] = (
+            f"top {self.top_n} distractors by score plus all of the query's exemplars"
+        )
+        return out
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What may differ between two runs without changing the result."""
+
+    device: str | None = None
+    batch_size: int | None = None
+    progress: bool = True
+    cache: bool = True
+
+
+def evaluate(
+    submission: str | Path | Submission,
+    benchmark: str | Path | Benchmark | None = None,
+    config: EvalConfig | None = None,
+    options: RunOptions | None = None,
+) -> dict[str, Any]:
+    """Score a submission on a benchmark; return the schema-valid result dict."""
+    config = config or EvalConfig()
+    options = options or RunOptions()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    sub = submission if isinstance(submission, Submission) else load_submission(submission)
+    bench = benchmark if isinstance(benchmark, Benchmark) else resolve_benchmark(benchmark)
+    check_benchmark(sub, bench)
+    timings["load_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    counts, device = rank_counts(sub, bench, config, options, timings)
+    timings["scoring_s"] = time.perf_counter() - t1 - timings.get("features_s", 0.0)
+    t2 = time.perf_counter()
+    cells, flags = aggregate(counts, bench, config)
+    calibration = calibrate(counts, bench, config)
+    timings["metrics_s"] = time.perf_counter() - t2
+    timings["total_s"] = time.perf_counter() - t0
+    return build_result(
+        bench,
+        sub,
+        config.settings(),
+        cells,
+        calibration,
+        counts,
+        flags,
+        timings,
+        str(device),
+        config.store_top,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# rank counts for each submission kind
+
+
+def _exemplar_layout(bench: Benchmark) -> tuple[list[tuple[str, ...]], list[list[int]]]:
+    """Per evaluated query: its exemplar ids and their columns in ``candidate_ids``."""
+    column = {c: i for i, c in enumerate(bench.candidate_ids)}
+    ids = [bench.model(q.model_id).exemplar_ids for q in bench.evaluated_queries]
+    return ids, [[column[e] for e in ex] for ex in ids]
+
+
+def rank_counts(
+    sub: Submission,
+    bench: Benchmark,
+    config: EvalConfig,
+    options: RunOptions,
+    timings: dict[str, float],
+) -> tuple[scoring.RankCounts, torch.device | str]:
+    qids = [q.query_id for q in bench.evaluated_queries]
+    ex_ids, ex_cols = _exemplar_layout(bench)
+    n_d = len(bench.distractor_ids)
+    kw = {"query_ids": qids, "exemplar_ids": ex_ids, "top_n": config.top_n}
+    if sub.kind == "similarity" and sub.config["similarity"]["format"] == "dense":
+        matrix = load_dense(sub, bench)
+        with progress_bar(len(qids), "scoring queries", options.progress) as bar:
+            return scoring.score_dense(matrix, n_d, ex_cols, progress=bar, **kw), "cpu"
+    if sub.kind == "similarity":
+        top = load_topk(sub, bench)
+        return scoring.score_topk(
+            top.indices, top.scores, top.positive_scores, n_d, ex_cols, **kw
+        ), "cpu"
+    if sub.kind == "features":
+        arrays = load_features(sub, bench)
+        queries = torch.from_numpy(np.asarray(arrays.queries[arrays.query_rows], np.float32))
+        rows = arrays.candidate_rows
+        exemplars = torch.from_numpy(np.asarray(arrays.candidates[rows[n_d:]], np.float32))
+        gallery = _rows_reader(arrays.candidates, rows[:n_d])
+        device: torch.device | str = "cpu"
+    else:
+        t = time.perf_counter()
+        queries, exemplars, gallery, device = extract_features(sub, bench, options)
+        timings["features_s"] = time.perf_counter() - t
+    local_cols = [[c - n_d for c in cols] for cols in ex_cols]
+    with progress_bar(n_d, "scoring distractors", options.progress) as bar:
+        counts = scoring.score_features(queries, exemplars, local_cols, gallery, progress=bar, **kw)
+    return counts, device
+
+
+def _rows_reader(array: np.ndarray, rows: np.ndarray):
+    """Chunks of ``array[rows]`` as float32 tensors, reading a slice when rows are in order."""
+    contiguous = len(rows) == 0 or bool((np.diff(rows) == 1).all())
+
+    def chunks(size: int) -> Iterator[torch.Tensor]:
+        for a in range(0, len(rows), size):
+            if contiguous:
+                block = array[rows[0] + a : rows[0] + min(a + size, len(rows))]
+            else:
+                block = array[rows[a : a + size]]
+            yield torch.from_numpy(np.asarray(block, np.float32))
+
+    return chunks
+
+
+def extract_features(sub: Submission, bench: Benchmark, options: RunOptions):
+    extractor = load_extractor(sub)
+    device = feat.pick_device(options.device)
+    if hasattr(extractor, "to"):
+        extractor = extractor.to(device) or extractor
+    key = sha256_text(f"{sub.sha256}:{getattr(extractor, 'spec', None)!r}")[:24]
+    cache = feat.FeatureCache(key) if options.cache else None
+    batch = options.batch_size or sub.config["extractor"].get("batch_size")
+    qids = [q.query_id for q in bench.evaluated_queries]
+    ex_ids = list(bench.evaluated_exemplar_ids)
+    total = len(qids) + len(ex_ids) + len(bench.distractor_ids)
+    with progress_bar(total, "extracting features", options.progress) as bar:
+        common = {"cache": cache, "device": device, "batch_size": batch, "progress": bar}
+        q = feat.extract_table(extractor, bench, "queries", set(qids), role="query", **common)
+        x = feat.extract_table(extractor, bench, "exemplars", set(ex_ids), role="gallery", **common)
+        d = feat.extract_table(extractor, bench, "distractors", None, role="gallery", **common)
+    queries = feat.stack(q, qids)
+    exemplars = feat.stack(x, ex_ids)
+    distractors = feat.stack(d, list(bench.distractor_ids))
+    if queries.shape[1] != distractors.shape[1]:
+        raise SubmissionError(
+            sub.yaml_path,
+            "extractor",
+            f"query features have dim "
+            f"{queries.shape[1]} but gallery features {distractors.shape[1]}",
+            "embed_query and embed must return the same dim",
+        )
+
+    def chunks(size: int) -> Iterator[torch.Tensor]:
+        for a in range(0, len(distractors), size):
+            yield distractors[a : a + size]
+
+    return queries, exemplars, chunks, device
+
+
+# --------------------------------------------------------------------------------------------
+# metrics and calibration
+
+
+def query_metrics(counts: scoring.RankCounts, policy: TiePolicy):
+    """(lower, upper) per-query values of every measure."""
+    return per_query_bounds(counts.above, counts.ties, counts.unresolved, policy)
+
+
+def aggregate(counts: scoring.RankCounts, bench: Benchmark, config: EvalConfig):
+    """Mean and cluster-bootstrap CI of every measure per test case x prompt type."""
+    lower, upper = query_metrics(counts, config.tie_policy)
+    queries = bench.evaluated_queries
+    parts = np.array([q.part.value for q in queries])
+    ptypes = np.array([q.prompt_type.value for q in queries])
+    models = np.array([q.model_id for q in queries])
+    cells, flags = [], []
+    for part in TEST_CASES:
+        for ptype in sorted(set(ptypes[parts == part.value])):
+            sel = (parts == part.value) & (ptypes == ptype)
+            stream = f"{part.value}/{ptype}"
+            inverse, draws = stats.cluster_resamples(
+                models[sel], config.seed, stream, config.bootstrap_samples
+            )
+            values = {}
+            for m in MEASURES:
+                lo, hi = lower[m.name][sel], upper[m.name][sel]
+                iv_lo = stats.percentile_interval(
+                    float(lo.mean()), stats.resampled_means(lo, inverse, draws), config.ci_level
+                )
+                if np.array_equal(lo, hi):
+                    values[m.name] = {
+                        "value": iv_lo.value,
+                        "ci_low": iv_lo.low,
+                        "ci_high": iv_lo.high,
+                    }
+                    continue
+                iv_hi = stats.percentile_interval(
+                    float(hi.mean()), stats.resampled_means(hi, inverse, draws), config.ci_level
+                )
+                values[m.name] = {
+                    "value": None,
+                    "lower": iv_lo.value,
+                    "upper": iv_hi.value,
+                    "ci_low": iv_lo.low,
+                    "ci_high": iv_hi.high,
+                }
+                flags.append(
+                    f"{stream}: {m.name} is bounded, not exact: a top-K list does not "
+                    "order every distractor against every exemplar"
+                )
+            cells.append(
+                {
+                    "test_case": part.value,
+                    "prompt_type": ptype,
+                    "num_models": len(set(models[sel])),
+                    "num_queries": int(sel.sum()),
+                    "metrics": values,
+                }
+            )
+    return cells, sorted(set(flags))
+
+
+def _candidate_sets(counts: scoring.RankCounts, rows: np.ndarray):
+    scores, labels = [], []
+    for i in rows:
+        ex = counts.exemplar_scores[i][np.isfinite(counts.exemplar_scores[i])]
+        top = counts.top_scores[i][np.isfinite(counts.top_scores[i])]
+        scores.append(np.concatenate([ex, top]))
+        labels.append(np.concatenate([np.ones(len(ex)), np.zeros(len(top))]))
+    return scores, labels
+
+
+def calibrate(counts: scoring.RankCounts, bench: Benchmark, config: EvalConfig):
+    """Fit AbC's calibrator on ``val``; report it on every test cell and on all test queries."""
+    parts = np.array([q.part.value for q in bench.evaluated_queries])
+    val = np.flatnonzero(parts == Part.VAL.value)
+    if len(val) == 0:
+        return {"skipped": "the benchmark has no val queries to fit the calibrator on"}
+    if config.top_n == 0:
+        return {"skipped": "top_n = 0: no distractor scores were kept"}
+    cal = calib.fit_calibrator(*_candidate_sets(counts, val))
+    ptypes = np.array([q.prompt_type.value for q in bench.evaluated_queries])
+    test = np.flatnonzero(parts != Part.VAL.value)
+    cells = []
+    for part in TEST_CASES:
+        for ptype in sorted(set(ptypes[parts == part.value])):
+            rows = np.flatnonzero((parts == part.value) & (ptypes == ptype))
+            m = calib.calibration_metrics(cal, *_candidate_sets(counts, rows), bins=config.ece_bins)
+            m.pop("reliability")
+            cells.append({"test_case": part.value, "prompt_type": ptype, **m})
+    return {
+        "fitted_on": "val",
+        "num_fit_queries": len(val),
+        "calibrator": cal.to_dict(),
+        "test": calib.calibration_metrics(
+            cal, *_candidate_sets(counts, test), bins=config.ece_bins
+        ),
+        "cells": cells,
+    }

@@ -1,0 +1,183 @@
+"""RunResult JSON: build, validate, write, read.
+
+A result holds everything needed to audit, re-score and compare it without rerunning: the
+benchmark's manifest hash, the submission's file hashes, settings (seed, tie policy), and
+per-query exemplar counts. Two runs on the same inputs differ only in ``created`` and
+``timings``.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import __version__
+from benchmark.errors import ResultError
+from benchmark.fileio import read_json, write_json
+from benchmark.schemas import validate
+from benchmark.splits import Benchmark, id_list_hashes
+from benchmark.submission import Submission
+
+SCHEMA_VERSION = 1
+VOLATILE_FIELDS = ("created", "timings")
+PACKAGES = (
+    "numpy",
+    "torch",
+    "torchvision",
+    "pyarrow",
+    "datasets",
+    "safetensors",
+    "scipy",
+    "open_clip_torch",
+    "timm",
+)
+
+
+def git_sha() -> str | None:
+    """The harness checkout's commit (``-dirty`` when it has local changes), if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty.strip() else "")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _num(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+def query_records(bench: Benchmark, counts, store_top: int) -> list[dict[str, Any]]:
+    records = []
+    for i, q in enumerate(bench.evaluated_queries):
+        ex = []
+        for j, eid in enumerate(counts.exemplar_ids[i]):
+            ex.append(
+                {
+                    "id": eid,
+                    "score": _num(counts.exemplar_scores[i, j]),
+                    "above": int(counts.above[i, j]),
+                    "ties": int(counts.ties[i, j]),
+                    "unresolved": int(counts.unresolved[i, j]),
+                }
+            )
+        top = [
+            [bench.distractor_ids[int(d)], float(s)]
+            for d, s in zip(
+                counts.top_index[i, :store_top], counts.top_scores[i, :store_top], strict=True
+            )
+            if d >= 0
+        ]
+        records.append(
+            {
+                "query_id": q.query_id,
+                "model_id": q.model_id,
+                "test_case": q.part.value,
+                "prompt_type": q.prompt_type.value,
+                "exemplars": ex,
+                "top_distractors": top,
+            }
+        )
+    return records
+
+
+def build_result(
+    bench: Benchmark,
+    sub: Submission,
+    settings: dict[str, Any],
+    cells: list[dict[str, Any]],
+    calibration: dict[str, Any],
+    counts,
+    flags: list[str],
+    timings: dict[str, float],
+    device: str,
+    store_top: int,
+) -> dict[str, Any]:
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "benchmark": {
+            "name": bench.name,
+            "version": bench.version,
+            "manifest_sha256": bench.manifest_sha256,
+            "id_lists": id_list_hashes(bench),
+        },
+        "submission": {
+            "name": sub.name,
+            "kind": sub.kind,
+            "description": sub.config["description"],
+            "sha256": sub.sha256,
+            "files": sub.file_hashes,
+        },
+        "harness": {"version": __version__, "git_sha": git_sha()},
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(terse=True),
+            "device": device,
+            "packages": package_versions(),
+        },
+        "settings": settings,
+        "exact": counts.exact,
+        "flags": flags,
+        "metrics": cells,
+        "calibration": calibration,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "queries": query_records(bench, counts, store_top),
+    }
+    validate(result, "result", "result.json")
+    return result
+
+
+def write_result(result: dict[str, Any], out_dir: str | Path) -> Path:
+    path = Path(out_dir) / "result.json"
+    write_json(path, result)
+    return path
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    result = read_json(path, "result file")
+    if not isinstance(result, dict) or result.get("schema_version") != SCHEMA_VERSION:
+        found = result.get("schema_version") if isinstance(result, dict) else None
+        raise ResultError(
+            path,
+            "schema_version",
+            f"unsupported schema_version {found!r}",
+            f"use a result written with schema_version {SCHEMA_VERSION}",
+        )
+    validate(result, "result", path)
+    return result
+
+
+def stable_view(result: dict[str, Any]) -> dict[str, Any]:
+    """The result without its volatile fields (what determinism is checked on)."""
+    return {k: v for k, v in result.items() if k not in VOLATILE_FIELDS}

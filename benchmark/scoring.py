@@ -1,0 +1,288 @@
+"""Exact, streamed scoring: per-exemplar rank counts without a queries x gallery matrix.
+
+Each query's gallery is the shared distractors plus its own model's exemplars. The engine
+first scores every query against its own exemplars (tiny), then streams the distractors in
+chunks; for each (query block, distractor chunk) tile it adds, per exemplar, the number of
+distractors scoring strictly above it and exactly equal to it, and keeps a running top-N of
+distractors for calibration and reports. Memory is O(features + one tile), never O(Q x G).
+
+Counts over disjoint distractor shards add up (:meth:`RankCounts.merge`), so a gallery too
+large for one machine is scored shard by shard and merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Tile shape measured on a 2-core CPU (benchmarks/bench_scoring.py): small enough that the
+# counting passes re-read the tile from cache right after the GEMM wrote it.
+QUERY_BLOCK = 512
+DISTRACTOR_CHUNK = 4096
+DEFAULT_TOP_N = 100
+
+
+@dataclass
+class RankCounts:
+    """Per-query exemplar counts plus each query's top-N distractors.
+
+    Arrays are padded to the largest exemplar count E; padding holds -1 (counts) / nan
+    (scores). ``top_index`` indexes the distractor list (-1 where fewer than N exist).
+    """
+
+    query_ids: list[str]
+    exemplar_ids: list[tuple[str, ...]]
+    exemplar_scores: np.ndarray  # [Q, E] float64
+    above: np.ndarray  # [Q, E] int64, distractors scoring strictly higher
+    ties: np.ndarray  # [Q, E] int64, distractors scoring exactly the same
+    unresolved: np.ndarray  # [Q, E] int64, distractors a top-K file leaves undetermined
+    top_index: np.ndarray  # [Q, N] int64
+    top_scores: np.ndarray  # [Q, N] float64 (-inf padding)
+
+    @property
+    def exact(self) -> bool:
+        return not bool((self.unresolved > 0).any())
+
+    def merge(self, other: RankCounts, index_offset: int) -> RankCounts:
+        """Combine counts of the same queries over a disjoint distractor shard.
+
+        ``index_offset`` is the position of ``other``'s first distractor in the full list.
+        """
+        if other.query_ids != self.query_ids:
+            raise ValueError("can only merge counts of the same queries")
+        n = self.top_index.shape[1]
+        idx = np.concatenate(
+            [self.top_index, np.where(other.top_index >= 0, other.top_index + index_offset, -1)], 1
+        )
+        sc = np.concatenate([self.top_scores, other.top_scores], 1)
+        order = np.argsort(-sc, axis=1, kind="stable")[:, :n]
+        pad = self.above < 0
+        return RankCounts(
+            self.query_ids,
+            self.exemplar_ids,
+            self.exemplar_scores,
+            np.where(pad, -1, self.above + other.above),
+            np.where(pad, -1, self.ties + other.ties),
+            np.where(pad, -1, self.unresolved + other.unresolved),
+            np.take_along_axis(idx, order, 1),
+            np.take_along_axis(sc, order, 1),
+        )
+
+
+class _Accumulator:
+    """Running counts and top-N for one set of queries, fed one score tile at a time."""
+
+    def __init__(self, exemplar_scores: torch.Tensor, n_exemplars: torch.Tensor, top_n: int):
+        q, e = exemplar_scores.shape
+        # +inf padding: no score is ever above or equal to it, so padding counts stay 0.
+        col = torch.arange(e)[None, :]
+        self.thresholds = torch.where(
+            col < n_exemplars[:, None],
+            exemplar_scores,
+            torch.full_like(exemplar_scores, float("inf")),
+        )
+        self.n_exemplars = n_exemplars
+        self.above = torch.zeros(q, e, dtype=torch.int64)
+        self.ties = torch.zeros(q, e, dtype=torch.int64)
+        self.top_n = top_n
+        self.top_scores = torch.full((q, top_n), float("-inf"))
+        self.top_index = torch.full((q, top_n), -1, dtype=torch.int64)
+
+    def update(self, rows: slice, scores: torch.Tensor, col0: int) -> None:
+        """Add one tile: ``scores[i, j]`` is query ``rows[i]`` against distractor ``col0 + j``."""
+        thr = self.thresholds[rows]
+        e_max = int(self.n_exemplars[rows].max())
+        for j in range(e_max):
+            t = thr[:, j : j + 1]
+            self.above[rows, j] += (scores > t).sum(1)
+            self.ties[rows, j] += (scores == t).sum(1)
+        if self.top_n:
+            k = min(self.top_n, scores.shape[1])
+            vals, idx = torch.topk(scores, k, dim=1)
+            vals = torch.cat([self.top_scores[rows], vals], 1)
+            idx = torch.cat([self.top_index[rows], idx + col0], 1)
+            best, order = torch.topk(vals, self.top_n, dim=1)
+            self.top_scores[rows] = best
+            self.top_index[rows] = torch.gather(idx, 1, order)
+
+
+def _padded_exemplars(
+    exemplar_index: Sequence[Sequence[int]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n = torch.tensor([len(x) for x in exemplar_index], dtype=torch.int64)
+    e_max = int(n.max()) if len(n) else 0
+    index = torch.zeros(len(exemplar_index), max(e_max, 1), dtype=torch.int64)
+    for i, row in enumerate(exemplar_index):
+        index[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.int64)
+    return index, n
+
+
+def _finish(
+    acc: _Accumulator,
+    order: torch.Tensor,
+    query_ids: Sequence[str],
+    exemplar_ids: Sequence[tuple[str, ...]],
+    exemplar_scores: torch.Tensor,
+) -> RankCounts:
+    """Undo the processing order and convert to numpy with -1 / nan padding."""
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    n = acc.n_exemplars[inverse]
+    pad = torch.arange(acc.above.shape[1])[None, :] >= n[:, None]
+    above = acc.above[inverse].masked_fill(pad, -1).numpy()
+    ties = acc.ties[inverse].masked_fill(pad, -1).numpy()
+    scores = exemplar_scores[inverse].double().masked_fill(pad, float("nan")).numpy()
+    return RankCounts(
+        list(query_ids),
+        list(exemplar_ids),
+        scores,
+        above,
+        ties,
+        np.where(above >= 0, 0, -1).astype(np.int64),
+        acc.top_index[inverse].numpy(),
+        acc.top_scores[inverse].double().numpy(),
+    )
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalize rows in float32 (cosine similarity = dot product afterwards)."""
+    x = x.to(torch.float32)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def score_features(
+    queries: torch.Tensor,
+    exemplars: torch.Tensor,
+    exemplar_index: Sequence[Sequence[int]],
+    distractor_chunks: Callable[[int], Iterator[torch.Tensor]],
+    *,
+    query_ids: Sequence[str],
+    exemplar_ids: Sequence[tuple[str, ...]],
+    top_n: int = DEFAULT_TOP_N,
+    progress: Callable[[int], None] | None = None,
+) -> RankCounts:
+    """Exact cosine-similarity rank counts of every query's own exemplars.
+
+    Args:
+        queries: [Q, D] query features (any float dtype; normalized here).
+        exemplars: [X, D] exemplar features.
+        exemplar_index: for each query, the rows of ``exemplars`` that are its positives.
+        distractor_chunks: ``f(chunk_size)`` yielding consecutive [c, D] distractor blocks.
+        query_ids, exemplar_ids: carried into the result.
+        top_n: distractors to keep per query (for calibration and reports).
+        progress: called with the number of distractors consumed after each chunk.
+
+    Returns:
+        :class:`RankCounts` in the order of ``queries``.
+    """
+    q = normalize(queries)
+    x = normalize(exemplars)
+    index, n = _padded_exemplars(exemplar_index)
+    # Process queries grouped by exemplar count so a tile only does the passes it needs.
+    order = torch.argsort(n, stable=True)
+    q, index, n = q[order], index[order], n[order]
+    ex_scores = torch.empty(index.shape, dtype=torch.float32)
+    for start in range(0, len(q), QUERY_BLOCK):
+        rows = slice(start, start + QUERY_BLOCK)
+        tile = q[rows] @ x.T
+        ex_scores[rows] = torch.gather(tile, 1, index[rows])
+    acc = _Accumulator(ex_scores, n, top_n)
+    col0 = 0
+    with torch.inference_mode():
+        for chunk in distractor_chunks(DISTRACTOR_CHUNK):
+            d = normalize(chunk)
+            d_t = d.T.contiguous()
+            for start in range(0, len(q), QUERY_BLOCK):
+                rows = slice(start, start + QUERY_BLOCK)
+                acc.update(rows, q[rows] @ d_t, col0)
+            col0 += len(d)
+            if progress:
+                progress(len(d))
+    return _finish(acc, order, query_ids, exemplar_ids, ex_scores)
+
+
+def score_dense(
+    matrix: np.ndarray,
+    n_distractors: int,
+    exemplar_columns: Sequence[Sequence[int]],
+    *,
+    query_ids: Sequence[str],
+    exemplar_ids: Sequence[tuple[str, ...]],
+    top_n: int = DEFAULT_TOP_N,
+    progress: Callable[[int], None] | None = None,
+) -> RankCounts:
+    """Rank counts from a dense (memory-mapped) score matrix [Q, candidates].
+
+    Columns ``0..n_distractors-1`` are the distractors; ``exemplar_columns`` gives, per
+    query, the columns of its own exemplars. Rows are read one block at a time.
+    """
+    index, n = _padded_exemplars(exemplar_columns)
+    ex_scores = torch.empty(index.shape, dtype=torch.float32)
+    for start in range(0, matrix.shape[0], QUERY_BLOCK):
+        block = torch.from_numpy(np.asarray(matrix[start : start + QUERY_BLOCK], np.float32))
+        rows = slice(start, start + QUERY_BLOCK)
+        ex_scores[rows] = torch.gather(block, 1, index[rows])
+    acc = _Accumulator(ex_scores, n, top_n)
+    with torch.inference_mode():
+        for start in range(0, matrix.shape[0], QUERY_BLOCK):
+            rows = slice(start, start + QUERY_BLOCK)
+            for c0 in range(0, n_distractors, DISTRACTOR_CHUNK):
+                c1 = min(c0 + DISTRACTOR_CHUNK, n_distractors)
+                tile = torch.from_numpy(np.asarray(matrix[rows, c0:c1], dtype=np.float32))
+                acc.update(rows, tile, c0)
+            if progress:
+                progress(min(QUERY_BLOCK, matrix.shape[0] - start))
+    order = torch.arange(matrix.shape[0])
+    return _finish(acc, order, query_ids, exemplar_ids, ex_scores)
+
+
+def score_topk(
+    top_index: np.ndarray,
+    top_scores: np.ndarray,
+    positive_scores: Sequence[np.ndarray],
+    n_distractors: int,
+    exemplar_columns: Sequence[Sequence[int]],
+    *,
+    query_ids: Sequence[str],
+    exemplar_ids: Sequence[tuple[str, ...]],
+    top_n: int = DEFAULT_TOP_N,
+) -> RankCounts:
+    """Rank counts from per-query top-K lists, with bounds where the list is silent.
+
+    ``top_index`` [Q, K] holds candidate columns (distractors first, then exemplars, as in
+    ``candidates.txt``), ``top_scores`` their scores, ``positive_scores[i]`` the scores of
+    query i's own exemplars. Entries naming other models' exemplars are dropped (they are not
+    in this query's gallery). A distractor missing from the list scores at most the list's
+    lowest score t; so an exemplar scoring above t has exact counts, and for one at or below
+    t every unlisted distractor is counted as ``unresolved`` (metrics become bounds).
+    """
+    q_count = top_index.shape[0]
+    e_max = max((len(c) for c in exemplar_columns), default=1)
+    above = np.full((q_count, e_max), -1, np.int64)
+    ties = np.full((q_count, e_max), -1, np.int64)
+    unresolved = np.full((q_count, e_max), -1, np.int64)
+    scores = np.full((q_count, e_max), np.nan)
+    keep_top_i = np.full((q_count, top_n), -1, np.int64)
+    keep_top_s = np.full((q_count, top_n), -np.inf)
+    for i in range(q_count):
+        idx = top_index[i]
+        sc = top_scores[i].astype(np.float64)
+        floor = sc.min()
+        is_d = idx < n_distractors
+        d_scores = sc[is_d]
+        unlisted = n_distractors - int(is_d.sum())
+        pos = np.asarray(positive_scores[i], np.float64)
+        e = len(pos)
+        scores[i, :e] = pos
+        above[i, :e] = (d_scores[None, :] > pos[:, None]).sum(1)
+        ties[i, :e] = (d_scores[None, :] == pos[:, None]).sum(1)
+        unresolved[i, :e] = np.where(pos > floor, 0, unlisted)
+        order = np.argsort(-d_scores, kind="stable")[:top_n]
+        keep_top_i[i, : len(order)] = idx[is_d][order]
+        keep_top_s[i, : len(order)] = d_scores[order]
+    return RankCounts(
+        list(query_ids), list(exemplar_ids), scores, above, ties, unresolved, keep_top_i, keep_top_s
+    )
