@@ -160,7 +160,7 @@ def _rows_reader(array: np.ndarray, rows: np.ndarray):
                 block = array[rows[0] + a : rows[0] + min(a + size, len(rows))]
             else:
                 block = array[rows[a : a + size]]
-            yield torch.from_numpy(np.asarray(block, np.float32))
+            yield torch.from_numpy(np.array(block, np.float32))
 
     return chunks
 

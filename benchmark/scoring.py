@@ -222,7 +222,7 @@ def score_dense(
     index, n = _padded_exemplars(exemplar_columns)
     ex_scores = torch.empty(index.shape, dtype=torch.float32)
     for start in range(0, matrix.shape[0], QUERY_BLOCK):
-        block = torch.from_numpy(np.asarray(matrix[start : start + QUERY_BLOCK], np.float32))
+        block = torch.from_numpy(np.array(matrix[start : start + QUERY_BLOCK], np.float32))
         rows = slice(start, start + QUERY_BLOCK)
         ex_scores[rows] = torch.gather(block, 1, index[rows])
     acc = _Accumulator(ex_scores, n, top_n)
@@ -231,7 +231,7 @@ def score_dense(
             rows = slice(start, start + QUERY_BLOCK)
             for c0 in range(0, n_distractors, DISTRACTOR_CHUNK):
                 c1 = min(c0 + DISTRACTOR_CHUNK, n_distractors)
-                tile = torch.from_numpy(np.asarray(matrix[rows, c0:c1], dtype=np.float32))
+                tile = torch.from_numpy(np.array(matrix[rows, c0:c1], dtype=np.float32))
                 acc.update(rows, tile, c0)
             if progress:
                 progress(min(QUERY_BLOCK, matrix.shape[0] - start))

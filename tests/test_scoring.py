@@ -1,0 +1,130 @@
+"""The streamed engine against a naive full-matrix reference, on exactly representable scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark import scoring
+from benchmark.metrics import per_query_bounds
+
+
+def dyadic_features(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarray:
+    """Unit vectors with four entries of +-1/2: every dot product is an exact multiple of 1/4,
+    so any GEMM blocking gives identical scores, and ties are plentiful."""
+    out = np.zeros((n, dim), np.float32)
+    for i in range(n):
+        cols = rng.choice(dim, size=4, replace=False)
+        out[i, cols] = rng.choice([-0.5, 0.5], size=4)
+    return out
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    monkeypatch.setattr(scoring, "QUERY_BLOCK", 7)
+    monkeypatch.setattr(scoring, "DISTRACTOR_CHUNK", 13)
+
+
+def make_case(seed: int = 0, n_q: int = 50, n_x: int = 30, n_d: int = 200):
+    rng = np.random.default_rng(seed)
+    q, x, d = dyadic_features(rng, n_q), dyadic_features(rng, n_x), dyadic_features(rng, n_d)
+    ex = [sorted(rng.choice(n_x, size=int(rng.integers(1, 6)), replace=False).tolist())
+          for _ in range(n_q)]
+    return q, x, d, ex
+
+
+def naive(q, x, d, ex):
+    s_d = q.astype(np.float64) @ d.T.astype(np.float64)
+    above, ties = [], []
+    for i, cols in enumerate(ex):
+        s_e = q[i].astype(np.float64) @ x[cols].T.astype(np.float64)
+        above.append([(s_d[i] > s).sum() for s in s_e])
+        ties.append([(s_d[i] == s).sum() for s in s_e])
+    return above, ties, s_d
+
+
+def run_features(q, x, d, ex, top_n=20):
+    def chunks(size):
+        for a in range(0, len(d), size):
+            yield torch.from_numpy(d[a : a + size])
+
+    return scoring.score_features(
+        torch.from_numpy(q), torch.from_numpy(x), ex, chunks,
+        query_ids=[str(i) for i in range(len(q))],
+        exemplar_ids=[tuple(map(str, e)) for e in ex], top_n=top_n,
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streamed_equals_naive_full_matrix(small_tiles, seed):
+    q, x, d, ex = make_case(seed)
+    rc = run_features(q, x, d, ex)
+    above, ties, s_d = naive(q, x, d, ex)
+    for i, cols in enumerate(ex):
+        assert rc.above[i, : len(cols)].tolist() == above[i]
+        assert rc.ties[i, : len(cols)].tolist() == ties[i]
+        assert (rc.above[i, len(cols) :] == -1).all()
+        # top-N scores equal the N best distractor scores (indices may differ within ties)
+        best = np.sort(s_d[i])[::-1][:20]
+        assert rc.top_scores[i].tolist() == best.tolist()
+        assert np.allclose(s_d[i][rc.top_index[i]], rc.top_scores[i])
+    assert int((rc.ties[rc.ties >= 0]).sum()) > 0, "the case must exercise ties"
+
+
+def test_tile_size_does_not_change_counts(monkeypatch):
+    q, x, d, ex = make_case(3)
+    big = run_features(q, x, d, ex)
+    monkeypatch.setattr(scoring, "QUERY_BLOCK", 5)
+    monkeypatch.setattr(scoring, "DISTRACTOR_CHUNK", 17)
+    small = run_features(q, x, d, ex)
+    assert np.array_equal(big.above, small.above) and np.array_equal(big.ties, small.ties)
+
+
+def test_dense_path_equals_feature_path(small_tiles):
+    q, x, d, ex = make_case(4)
+    rc_f = run_features(q, x, d, ex)
+    matrix = np.concatenate([q @ d.T, q @ x.T], axis=1)  # exact: dyadic scores
+    cols = [[len(d) + c for c in e] for e in ex]
+    rc_d = scoring.score_dense(matrix, len(d), cols, query_ids=rc_f.query_ids,
+                               exemplar_ids=rc_f.exemplar_ids, top_n=20)
+    for name in ("above", "ties", "unresolved"):
+        assert np.array_equal(getattr(rc_f, name), getattr(rc_d, name))
+    assert np.array_equal(rc_f.top_scores, rc_d.top_scores)
+
+
+def test_shards_merge_to_the_whole(small_tiles):
+    q, x, d, ex = make_case(5)
+    whole = run_features(q, x, d, ex)
+    a = run_features(q, x, d[:120], ex)
+    b = run_features(q, x, d[120:], ex)
+    merged = a.merge(b, index_offset=120)
+    assert np.array_equal(merged.above, whole.above)
+    assert np.array_equal(merged.ties, whole.ties)
+    assert np.array_equal(merged.top_scores, whole.top_scores)
+
+
+def test_topk_bounds_contain_the_exact_metrics():
+    rng = np.random.default_rng(7)
+    n_q, n_d, k = 30, 400, 100
+    q = rng.normal(size=(n_q, 8)).astype(np.float32)
+    d = rng.normal(size=(n_d, 8)).astype(np.float32)
+    x = rng.normal(size=(20, 8)).astype(np.float32)
+    ex = [sorted(rng.choice(20, size=int(rng.integers(1, 4)), replace=False).tolist())
+          for _ in range(n_q)]
+    scores = np.concatenate([q @ d.T, q @ x.T], axis=1)
+    cols = [[n_d + c for c in e] for e in ex]
+    ids = dict(query_ids=[str(i) for i in range(n_q)],
+               exemplar_ids=[tuple(map(str, e)) for e in ex])
+    exact = scoring.score_dense(scores, n_d, cols, **ids)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = scoring.score_topk(order, np.take_along_axis(scores, order, 1),
+                             [scores[i, c] for i, c in enumerate(cols)], n_d, cols, **ids)
+    ex_lo, ex_hi = per_query_bounds(exact.above, exact.ties, exact.unresolved)
+    lo, hi = per_query_bounds(top.above, top.ties, top.unresolved)
+    assert not top.exact and exact.exact
+    for m in ex_lo:
+        assert (lo[m] <= ex_lo[m] + 1e-12).all() and (ex_hi[m] <= hi[m] + 1e-12).all()
+    # Where an exemplar sits inside the list, its counts are exact.
+    listed = top.unresolved == 0
+    assert np.array_equal(top.above[listed], exact.above[listed])
