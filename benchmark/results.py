@@ -23,6 +23,7 @@ from benchmark.fileio import read_json, write_json
 from benchmark.schemas import validate
 from benchmark.splits import Benchmark, id_list_hashes
 from benchmark.submission import Submission
+from benchmark.types import TiePolicy
 
 SCHEMA_VERSION = 1
 VOLATILE_FIELDS = ("created", "timings")
@@ -77,7 +78,20 @@ def _num(x: float) -> float | None:
     return None if not np.isfinite(x) else float(x)
 
 
-def query_records(bench: Benchmark, counts, store_top: int) -> list[dict[str, Any]]:
+def exemplar_rank_table(counts, policy: TiePolicy) -> np.ndarray:
+    """Each exemplar's best possible 1-based rank under ``policy`` (0 in padding)."""
+    key = counts.above + (counts.ties if policy is TiePolicy.PESSIMISTIC else 0)
+    key = np.where(counts.above >= 0, key, np.iinfo(np.int64).max)
+    order = np.argsort(key, axis=1, kind="stable")
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.arange(key.shape[1])[None, :], axis=1)
+    return np.where(counts.above >= 0, key + position + 1, 0)
+
+
+def query_records(
+    bench: Benchmark, counts, store_top: int, policy: TiePolicy
+) -> list[dict[str, Any]]:
+    ranks = exemplar_rank_table(counts, policy)
     records = []
     for i, q in enumerate(bench.evaluated_queries):
         ex = []
@@ -86,6 +100,7 @@ def query_records(bench: Benchmark, counts, store_top: int) -> list[dict[str, An
                 {
                     "id": eid,
                     "score": _num(counts.exemplar_scores[i, j]),
+                    "rank": int(ranks[i, j]),
                     "above": int(counts.above[i, j]),
                     "ties": int(counts.ties[i, j]),
                     "unresolved": int(counts.unresolved[i, j]),
@@ -152,7 +167,7 @@ def build_result(
         "metrics": cells,
         "calibration": calibration,
         "timings": {k: round(v, 3) for k, v in timings.items()},
-        "queries": query_records(bench, counts, store_top),
+        "queries": query_records(bench, counts, store_top, TiePolicy(settings["tie_policy"])),
     }
     validate(result, "result", "result.json")
     return result

@@ -190,3 +190,17 @@ def test_a_random_extractor_is_near_chance_and_pixels_beat_it(tiny, tmp_path):
         assert cr["metrics"]["mAP"]["value"] < 0.1  # chance is about 1/150 here
         assert cp["metrics"]["mAP"]["value"] > cr["metrics"]["mAP"]["value"]
     assert n_gallery == 300
+
+
+def test_stored_ranks_reproduce_the_metrics(tiny):
+    from benchmark.compare import per_query
+    from tests.conftest import SUBMISSIONS
+
+    r = evaluate(SUBMISSIONS / "example_extractor", tiny, options=QUIET)
+    records, measures, exact = per_query(r)
+    assert exact
+    for i, rec in enumerate(records):
+        ranks = sorted(e["rank"] for e in rec["exemplars"])
+        ap = np.mean([(k + 1) / rank for k, rank in enumerate(ranks)])
+        assert measures["mAP"][i] == pytest.approx(ap)
+        assert len(set(ranks)) == len(ranks)
