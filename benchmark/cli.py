@@ -37,6 +37,32 @@ def main() -> None:
     """Evaluate training-data attribution for text-to-image models (the AbC protocol)."""
 
 
+def ensure_dir(path: Path, option: str, create: bool = True) -> Path:
+    """Check (and by default create) an output folder; fail with one line if impossible.
+
+    With ``create=False`` nothing is written: the check runs before a long job so that a bad
+    path fails at once instead of after the work.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise AttribBenchError(
+            existing, option, "is taken by a file, not a folder", "choose another folder"
+        )
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AttribBenchError(
+                path,
+                option,
+                f"cannot create the folder ({exc.strerror})",
+                "choose a writable folder",
+            ) from None
+    return path
+
+
 def _format_estimate(est: dict) -> str:
     if est.get("value") is None:
         return f"[{est['lower']:.3f}, {est['upper']:.3f}]"
@@ -148,9 +174,11 @@ def evaluate(
     options = RunOptions(
         device=device, batch_size=batch_size, progress=not quiet, cache=not no_cache
     )
+    if output is not None:
+        ensure_dir(output, "--output", create=False)  # fail before the work, not after it
     result = run(submission, benchmark, config, options)
     out_dir = output or Path("results") / result["benchmark"]["name"] / result["submission"]["name"]
-    path = write_result(result, out_dir)
+    path = write_result(result, ensure_dir(out_dir, "--output"))
     if as_json:
         click.echo(json.dumps(result, indent=1))
     else:
@@ -250,7 +278,7 @@ def export(benchmark, out):
     from benchmark.benchmarks import resolve_benchmark
     from benchmark.export import export_ids
 
-    for path in export_ids(resolve_benchmark(benchmark), out):
+    for path in export_ids(resolve_benchmark(benchmark), ensure_dir(out, "--out")):
         click.echo(f"wrote {path}")
 
 
@@ -266,7 +294,7 @@ def compare(a, b, measure, seed):
     from benchmark.results import load_result
 
     ra, rb = load_result(a), load_result(b)
-    rows = compare_results(ra, rb, seed=seed)
+    rows = compare_results(ra, rb, seed=seed, names=(str(a), str(b)))
     shown = set(measure or ("mAP", "recall@10"))
     click.echo(
         f"A = {ra['submission']['name']}, B = {rb['submission']['name']} "

@@ -21,7 +21,7 @@ def counts_from_result(
     result: dict[str, Any],
 ) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray]:
     records = result["queries"]
-    e_max = max(len(r["exemplars"]) for r in records)
+    e_max = max((len(r["exemplars"]) for r in records), default=1)
     arrays = {
         k: np.full((len(records), e_max), -1, np.int64) for k in ("above", "ties", "unresolved")
     }
@@ -48,19 +48,24 @@ def compare_results(
     seed: int = 0,
     samples: int = stats.DEFAULT_SAMPLES,
     level: float = stats.DEFAULT_LEVEL,
+    names: tuple[str, str] = ("A", "B"),
 ) -> list[dict[str, Any]]:
-    """Rows (test case, prompt type, measure, A, B, diff, CI) for every shared cell."""
+    """Rows (test case, prompt type, measure, A, B, diff, CI) for every shared cell.
+
+    ``names`` label the two results (usually their file paths) in error messages.
+    """
+    pair = f"{names[0]} vs {names[1]}"
     for key in ("name", "version", "manifest_sha256"):
         if a["benchmark"][key] != b["benchmark"][key]:
             raise ResultError(
-                None,
+                pair,
                 f"benchmark.{key}",
                 f"results differ ({a['benchmark'][key]} vs {b['benchmark'][key]})",
                 "compare results of the same benchmark version",
             )
     if a["settings"]["tie_policy"] != b["settings"]["tie_policy"]:
         raise ResultError(
-            None,
+            pair,
             "settings.tie_policy",
             "results use different tie policies",
             "re-evaluate one of them with the other's --tie-policy",
@@ -69,16 +74,16 @@ def compare_results(
     rec_b, m_b, exact_b = per_query(b)
     if not (exact_a and exact_b):
         raise ResultError(
-            None,
+            names[1] if exact_a else names[0],
             "queries",
-            "a result has bounded (top-K) metrics",
+            "this result has bounded (top-K) metrics",
             "paired comparison needs exact per-query metrics",
         )
     index_b = {r["query_id"]: i for i, r in enumerate(rec_b)}
     missing = [r["query_id"] for r in rec_a if r["query_id"] not in index_b]
     if missing or len(rec_a) != len(rec_b):
         raise ResultError(
-            None,
+            pair,
             "queries",
             "the results do not cover the same queries",
             "compare complete results of the same benchmark version",

@@ -15,7 +15,7 @@ from benchmark import calibration as calib
 from benchmark import features as feat
 from benchmark import scoring, stats
 from benchmark.benchmarks import resolve_benchmark
-from benchmark.errors import SubmissionError
+from benchmark.errors import AttribBenchError, SubmissionError
 from benchmark.fileio import sha256_text
 from benchmark.metrics import MEASURES, RECALL_KS, per_query_bounds
 from benchmark.progress import progress_bar
@@ -44,6 +44,20 @@ class EvalConfig:
     top_n: int = scoring.DEFAULT_TOP_N  # distractors per query kept for calibration
     store_top: int = 10  # of those, stored per query in the result (for reports)
     ece_bins: int = 15
+
+    def __post_init__(self) -> None:
+        if self.bootstrap_samples < 1:
+            raise AttribBenchError(
+                None, "--bootstrap-samples", "must be at least 1", "use the default of 1000"
+            )
+        if not 0.0 < self.ci_level < 1.0:
+            raise AttribBenchError(
+                None, "ci_level", "must lie strictly between 0 and 1", "use 0.95"
+            )
+        if self.top_n < 0 or self.store_top < 0 or self.store_top > max(self.top_n, 0):
+            raise AttribBenchError(
+                None, "top_n", "need 0 <= store_top <= top_n", "use the defaults"
+            )
 
     def settings(self) -> dict[str, Any]:
         out = asdict(self)
@@ -177,7 +191,14 @@ def extract_features(sub: Submission, bench: Benchmark, options: RunOptions):
     ex_ids = list(bench.evaluated_exemplar_ids)
     total = len(qids) + len(ex_ids) + len(bench.distractor_ids)
     with progress_bar(total, "extracting features", options.progress) as bar:
-        common = {"cache": cache, "device": device, "batch_size": batch, "progress": bar}
+        source = str(sub.root / sub.config["extractor"]["entry"].partition(":")[0])
+        common = {
+            "cache": cache,
+            "device": device,
+            "batch_size": batch,
+            "progress": bar,
+            "source": source,
+        }
         q = feat.extract_table(extractor, bench, "queries", set(qids), role="query", **common)
         x = feat.extract_table(extractor, bench, "exemplars", set(ex_ids), role="gallery", **common)
         d = feat.extract_table(extractor, bench, "distractors", None, role="gallery", **common)

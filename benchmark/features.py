@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -27,9 +26,23 @@ DEFAULT_BATCH = 64
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested torch device, or CUDA when available, else the CPU."""
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise AttribBenchError(
+            None, "--device", f"unknown device {requested!r}", "use cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AttribBenchError(
+            None,
+            "--device",
+            f"{requested!r} requested but CUDA is not available",
+            "use --device cpu or omit --device",
+        )
+    return device
 
 
 def decode(data: bytes) -> Image.Image:
@@ -78,30 +91,28 @@ def extract_table(
     device: torch.device,
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    source: str | None = None,
     workers: int = 4,
 ) -> dict[str, torch.Tensor]:
     """Features of ``table``'s images (those in ``wanted``), as id -> float32 [D] rows.
 
     ``role`` is ``"query"`` (uses ``embed_query`` when the extractor has one) or
-    ``"gallery"``.
+    ``"gallery"``. ``source`` names the extractor's file in error messages.
     """
     embed = getattr(extractor, "embed_query", None) if role == "query" else None
-    embed = embed or extractor.embed
-    batch_size = batch_size or int(getattr(extractor, "batch_size", DEFAULT_BATCH))
+    run = _Runner(
+        extractor,
+        embed or extractor.embed,
+        device,
+        batch_size or int(getattr(extractor, "batch_size", DEFAULT_BATCH)),
+        source,
+    )
     out: dict[str, torch.Tensor] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for block in bench.iter_image_blocks(table, wanted):
             feats = cache.load(role, block.key) if cache else None
             if feats is None or feats.shape[0] != len(block.ids):
-                feats = _embed_block(
-                    extractor,
-                    embed,
-                    block.images,
-                    pool,
-                    device,
-                    batch_size,
-                    f"{table} {block.ids[0]}",
-                )
+                feats = run(block.images, pool, f"{table} {block.ids[0]}")
                 if cache:
                     cache.save(role, block.key, feats)
             for i, image_id in enumerate(block.ids):
@@ -111,36 +122,63 @@ def extract_table(
     return out
 
 
-def _embed_block(extractor, embed, images, pool, device, batch_size, where) -> torch.Tensor:
-    tensors = list(pool.map(lambda b: extractor.preprocess(decode(b)), images))
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, len(tensors), batch_size):
-            batch = torch.stack(tensors[start : start + batch_size]).to(device)
-            feats = embed(batch)
-            if not isinstance(feats, torch.Tensor) or feats.ndim != 2 or len(feats) != len(batch):
-                shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats)
-                raise AttribBenchError(
-                    None,
-                    "embed",
-                    f"returned {shape} for a batch of {len(batch)} ({where})",
-                    "return a [batch, dim] tensor",
-                )
-            parts.append(feats.detach().to("cpu", torch.float32))
-    feats = torch.cat(parts)
-    if not torch.isfinite(feats).all():
-        raise AttribBenchError(
-            None,
-            "embed",
-            f"returned NaN or inf features ({where})",
-            "check the extractor's weights and preprocessing",
+class _Runner:
+    """Decode + preprocess (threads), then embed in batches; user-code failures become one
+    clear line (set ATTRIB_BENCH_DEBUG=1 to see the traceback instead)."""
+
+    def __init__(self, extractor, embed, device, batch_size: int, source: str | None):
+        self.extractor, self.embed, self.device = extractor, embed, device
+        self.batch_size, self.source = batch_size, source
+
+    def _user(self, member: str, fn, *args):
+        try:
+            return fn(*args)
+        except AttribBenchError:
+            raise
+        except Exception as exc:
+            if os.environ.get("ATTRIB_BENCH_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise AttribBenchError(
+                self.source,
+                member,
+                f"raised {type(exc).__name__}: {first}",
+                "fix the extractor (ATTRIB_BENCH_DEBUG=1 shows the traceback)",
+            ) from None
+
+    def __call__(self, images, pool, where: str) -> torch.Tensor:
+        tensors = self._user(
+            "preprocess",
+            lambda: list(pool.map(lambda b: self.extractor.preprocess(decode(b)), images)),
         )
-    return feats
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(tensors), self.batch_size):
+                batch = torch.stack(tensors[start : start + self.batch_size]).to(self.device)
+                feats = self._user("embed", self.embed, batch)
+                if (
+                    not isinstance(feats, torch.Tensor)
+                    or feats.ndim != 2
+                    or len(feats) != len(batch)
+                ):
+                    shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats)
+                    raise AttribBenchError(
+                        self.source,
+                        "embed",
+                        f"returned {shape} for a batch of {len(batch)} ({where})",
+                        "return a [batch, dim] tensor",
+                    )
+                parts.append(feats.detach().to("cpu", torch.float32))
+        feats = torch.cat(parts)
+        if not torch.isfinite(feats).all():
+            raise AttribBenchError(
+                self.source,
+                "embed",
+                f"returned NaN or inf features ({where})",
+                "check the extractor's weights and preprocessing",
+            )
+        return feats
 
 
 def stack(rows: dict[str, torch.Tensor], ids: list[str] | tuple[str, ...]) -> torch.Tensor:
     return torch.stack([rows[i] for i in ids]) if ids else torch.zeros(0, 0)
-
-
-def as_numpy(x: torch.Tensor) -> np.ndarray:
-    return x.numpy()

@@ -173,6 +173,10 @@ def _open_safetensors(path: Path, field: str, tensor: str | None) -> np.ndarray:
             raise AttribBenchError(
                 path, field, "corrupt safetensors header", "rewrite the file"
             ) from None
+    if not isinstance(header, dict):
+        raise AttribBenchError(
+            path, field, "safetensors header is not a JSON object", "rewrite the file"
+        )
     header.pop("__metadata__", None)
     if tensor is None:
         if len(header) != 1:
@@ -191,6 +195,13 @@ def _open_safetensors(path: Path, field: str, tensor: str | None) -> np.ndarray:
             f"save the array under the name {tensor!r}",
         )
     info = header[tensor]
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+        raise AttribBenchError(
+            path,
+            f"{field}.{tensor}",
+            "header entry lacks dtype, shape or data_offsets",
+            "rewrite the file with safetensors",
+        )
     dtype = _ST_DTYPES.get(info.get("dtype"))
     if dtype is None:
         raise AttribBenchError(
@@ -199,11 +210,16 @@ def _open_safetensors(path: Path, field: str, tensor: str | None) -> np.ndarray:
             f"unsupported dtype {info.get('dtype')!r}",
             f"use one of {', '.join(_ST_DTYPES)}",
         )
-    shape = tuple(int(s) for s in info["shape"])
-    begin, end = (int(x) for x in info["data_offsets"])
+    try:
+        shape = tuple(int(s) for s in info["shape"])
+        begin, end = (int(x) for x in info["data_offsets"])
+    except (TypeError, ValueError):
+        raise AttribBenchError(
+            path, f"{field}.{tensor}", "shape or data_offsets are not integers", "rewrite the file"
+        ) from None
     data_start = 8 + header_len
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if end - begin != expected or data_start + end > size:
+    if begin < 0 or min(shape, default=0) < 0 or end - begin != expected or data_start + end > size:
         raise AttribBenchError(
             path,
             f"{field}.{tensor}",
@@ -240,7 +256,15 @@ def read_id_list(path: str | Path, field: str) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise AttribBenchError(path, field, "id list not found", "check the path")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise AttribBenchError(
+            path,
+            field,
+            f"not UTF-8 text (byte {exc.start})",
+            "write the ids as UTF-8, one per line",
+        ) from None
     for i, line in enumerate(lines, 1):
         if not line.strip() or line != line.strip():
             raise AttribBenchError(

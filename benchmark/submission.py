@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -150,7 +151,17 @@ def load_extractor(sub: Submission) -> FeatureExtractor:
     module_spec = importlib.util.spec_from_file_location(module_name, file)
     module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
     sys.modules[module_name] = module
-    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    try:
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as exc:
+        if os.environ.get("ATTRIB_BENCH_DEBUG"):
+            raise
+        raise SubmissionError(
+            file,
+            "extractor.entry",
+            f"importing it raised {type(exc).__name__}: {exc}".splitlines()[0],
+            "fix the file (ATTRIB_BENCH_DEBUG=1 shows the traceback)",
+        ) from None
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise SubmissionError(
@@ -158,9 +169,12 @@ def load_extractor(sub: Submission) -> FeatureExtractor:
         )
     try:
         obj = cls(**spec.get("kwargs", {}))
-    except TypeError as exc:
+    except Exception as exc:
+        if os.environ.get("ATTRIB_BENCH_DEBUG"):
+            raise
+        problem = f"{cls_name}(**kwargs) raised {type(exc).__name__}: {exc}".splitlines()[0]
         raise SubmissionError(
-            sub.yaml_path, "extractor.kwargs", str(exc), "pass the arguments the class accepts"
+            sub.yaml_path, "extractor.kwargs", problem, "pass the arguments the class accepts"
         ) from None
     missing = check_extractor(obj)
     if missing:

@@ -108,9 +108,14 @@ class Features:
 
     def head(self, n_queries: int, n_distractors: int) -> Features:
         """A small view of the same features (for warm-up)."""
-        return Features(self.queries[:n_queries], self.exemplars,
-                        self.exemplar_index[:n_queries], self.distractors[:n_distractors],
-                        self.query_ids[:n_queries], self.exemplar_ids[:n_queries])
+        return Features(
+            self.queries[:n_queries],
+            self.exemplars,
+            self.exemplar_index[:n_queries],
+            self.distractors[:n_distractors],
+            self.query_ids[:n_queries],
+            self.exemplar_ids[:n_queries],
+        )
 
 
 def _unit_rows(n: int, d: int, gen: torch.Generator, block: int = 4096) -> torch.Tensor:
@@ -123,8 +128,9 @@ def _unit_rows(n: int, d: int, gen: torch.Generator, block: int = 4096) -> torch
     return out
 
 
-def make_features(n_queries: int, n_candidates: int, dim: int, counts: list[int],
-                  seed: int) -> Features:
+def make_features(
+    n_queries: int, n_candidates: int, dim: int, counts: list[int], seed: int
+) -> Features:
     gen = torch.Generator().manual_seed(seed)
     queries = _unit_rows(n_queries, dim, gen)
     per_query = [counts[i % len(counts)] for i in range(n_queries)]
@@ -140,33 +146,39 @@ def make_features(n_queries: int, n_candidates: int, dim: int, counts: list[int]
         index.append(list(range(start, start + e)))
         ids.append(tuple(f"x{i}_{j}" for j in range(e)))
         start += e
-    return Features(queries, exemplars, index, distractors,
-                    [f"q{i}" for i in range(n_queries)], ids)
+    return Features(
+        queries, exemplars, index, distractors, [f"q{i}" for i in range(n_queries)], ids
+    )
 
 
 # ------------------------------------------------------------------------------ engines
 
 
 def run_ours(f: Features) -> scoring.RankCounts:
-    return scoring.score_features(f.queries, f.exemplars, f.exemplar_index, f.chunks,
-                                  query_ids=f.query_ids, exemplar_ids=f.exemplar_ids,
-                                  top_n=TOP_N)
+    return scoring.score_features(
+        f.queries,
+        f.exemplars,
+        f.exemplar_index,
+        f.chunks,
+        query_ids=f.query_ids,
+        exemplar_ids=f.exemplar_ids,
+        top_n=TOP_N,
+    )
 
 
 def _gemm(f: Features, chunk: int) -> None:
     """All Q x C scores, tile by tile (same loop order as the scorer), discarded."""
-    buffers: dict[tuple[int, int], torch.Tensor] = {}
+    buffers: dict[int, torch.Tensor] = {}  # by column count; a row slice stays contiguous
     q = f.queries
     with torch.inference_mode():
         for d in f.chunks(chunk):
             d_t = d.T  # transposed view: BLAS reads it as is
+            buf = buffers.get(len(d))
+            if buf is None:
+                buf = buffers[len(d)] = torch.empty(min(len(q), scoring.QUERY_BLOCK), len(d))
             for start in range(0, len(q), scoring.QUERY_BLOCK):
                 block = q[start : start + scoring.QUERY_BLOCK]
-                shape = (len(block), len(d))
-                out = buffers.get(shape)
-                if out is None:
-                    out = buffers[shape] = torch.empty(shape, dtype=torch.float32)
-                torch.mm(block, d_t, out=out)
+                torch.mm(block, d_t, out=buf[: len(block)])
 
 
 def run_gemm_tiled(f: Features) -> None:
@@ -257,19 +269,35 @@ def memory_child(args: argparse.Namespace) -> None:
     if engine == "faiss":
         runner = FaissRunner(f)
     else:
-        runner = {"ours": run_ours, "gemm_tiled": run_gemm_tiled,
-                  "gemm_big": run_gemm_big}[engine]
+        runner = {"ours": run_ours, "gemm_tiled": run_gemm_tiled, "gemm_big": run_gemm_big}[engine]
     runner(f)
     seconds = time.perf_counter() - t0
-    print(json.dumps({"before": before, "after": _peak_bytes(), "seconds": seconds,
-                      "peak_reset": reset}))
+    print(
+        json.dumps(
+            {"before": before, "after": _peak_bytes(), "seconds": seconds, "peak_reset": reset}
+        )
+    )
 
 
 def measure_memory(engine: str, args: argparse.Namespace) -> dict[str, float] | None:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine,
-           "--queries", str(args.queries), "--candidates", str(args.candidates),
-           "--dim", str(args.dim), "--exemplars", args.exemplars, "--seed", str(args.seed),
-           "--threads", str(torch.get_num_threads())]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        engine,
+        "--queries",
+        str(args.queries),
+        "--candidates",
+        str(args.candidates),
+        "--dim",
+        str(args.dim),
+        "--exemplars",
+        args.exemplars,
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         print(f"  memory child for {engine} failed:\n{proc.stderr}", file=sys.stderr)
@@ -280,12 +308,20 @@ def measure_memory(engine: str, args: argparse.Namespace) -> dict[str, float] | 
 # -------------------------------------------------------------------------- spot check
 
 
-def spot_check(f: Features, res: scoring.RankCounts,
-               faiss_result: tuple[np.ndarray, np.ndarray] | None, n_check: int) -> None:
+def spot_check(
+    f: Features,
+    res: scoring.RankCounts,
+    faiss_result: tuple[np.ndarray, np.ndarray] | None,
+    n_check: int,
+) -> None:
     """Compare ours with a float64 full-row computation for a few queries; raise on error."""
     q_count = len(f.queries)
-    sel = sorted({*range(min(q_count, 4)),
-                  *np.linspace(0, q_count - 1, n_check).round().astype(int).tolist()})
+    sel = sorted(
+        {
+            *range(min(q_count, 4)),
+            *np.linspace(0, q_count - 1, n_check).round().astype(int).tolist(),
+        }
+    )
     qs = f.queries[sel].double()
     rows = torch.cat([c.double() @ qs.T for c in f.chunks(65_536)]).T.numpy()  # [k, C]
     exact_counts = tolerated = 0
@@ -299,10 +335,15 @@ def spot_check(f: Features, res: scoring.RankCounts,
             above, ties = int(res.above[i, j]), int(res.ties[i, j])
             diff = s - t
             a_lo, a_hi = int((diff > TOL).sum()), int((diff > -TOL).sum())
-            if not (a_lo <= above <= a_hi and a_lo <= above + ties <= a_hi
-                    and ties <= int((np.abs(diff) <= TOL).sum())):
-                raise AssertionError(f"query {i} exemplar {j}: above={above} ties={ties}, "
-                                     f"float64 row allows above in [{a_lo}, {a_hi}]")
+            if not (
+                a_lo <= above <= a_hi
+                and a_lo <= above + ties <= a_hi
+                and ties <= int((np.abs(diff) <= TOL).sum())
+            ):
+                raise AssertionError(
+                    f"query {i} exemplar {j}: above={above} ties={ties}, "
+                    f"float64 row allows above in [{a_lo}, {a_hi}]"
+                )
             if above == int((diff > 0).sum()) and ties == int((diff == 0).sum()):
                 exact_counts += 1
             else:
@@ -313,9 +354,11 @@ def spot_check(f: Features, res: scoring.RankCounts,
             raise AssertionError(f"query {i}: top-{TOP_N} differs from the float64 row")
         if faiss_result is not None and np.abs(faiss_result[0][i][: len(want)] - want).max() > TOL:
             raise AssertionError(f"query {i}: faiss top-{TOP_N} differs from the float64 row")
-    print(f"spot check ok: {len(sel)} queries, {exact_counts + tolerated} exemplars "
-          f"({exact_counts} identical to float64, {tolerated} within |score diff| < {TOL:g}); "
-          f"top-{TOP_N} within {TOL:g}" + (" (ours and faiss)" if faiss_result else ""))
+    print(
+        f"spot check ok: {len(sel)} queries, {exact_counts + tolerated} exemplars "
+        f"({exact_counts} identical to float64, {tolerated} within |score diff| < {TOL:g}); "
+        f"top-{TOP_N} within {TOL:g}" + (" (ours and faiss)" if faiss_result else "")
+    )
 
 
 # ---------------------------------------------------------------------------------- main
@@ -334,27 +377,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Sizes (queries x candidates x dim): --quick 1000 x 50k x 512; default "
-               "(medium) 2000 x 200k x 512; --full 10k x 1M x 512, which takes tens of minutes "
-               "on a 2-core CPU (every engine runs twice: timing and memory) and needs ~8 GiB "
-               "of RAM. See the module docstring for how to read the ratios.",
+        "(medium) 2000 x 200k x 512; --full 10k x 1M x 512, which takes tens of minutes "
+        "on a 2-core CPU (every engine runs twice: timing and memory) and needs ~8 GiB "
+        "of RAM. See the module docstring for how to read the ratios.",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="1000 x 50k x 512 (seconds)")
-    size.add_argument("--full", action="store_true",
-                      help="10k x 1M x 512 (tens of minutes on a 2-core CPU)")
+    size.add_argument(
+        "--full", action="store_true", help="10k x 1M x 512 (tens of minutes on a 2-core CPU)"
+    )
     p.add_argument("--queries", type=int, help="override the number of queries")
     p.add_argument("--candidates", type=int, help="override the number of distractors")
     p.add_argument("--dim", type=int, help="override the feature dimension")
-    p.add_argument("--exemplars", default="1",
-                   help="exemplars per query: one count ('4') or a cyclic mix ('1,4'); default 1")
-    p.add_argument("--repeats", type=int,
-                   help="timed runs per engine, best kept (default 3 for --quick, else 1)")
+    p.add_argument(
+        "--exemplars",
+        default="1",
+        help="exemplars per query: one count ('4') or a cyclic mix ('1,4'); default 1",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help="timed runs per engine, best kept (default 3 for --quick, else 1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch/faiss threads (default: torch's)")
     p.add_argument("--no-faiss", action="store_true", help="skip faiss")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
-    p.add_argument("--check-queries", type=int, default=8,
-                   help="queries in the correctness spot check (0 skips it)")
+    p.add_argument(
+        "--check-queries",
+        type=int,
+        default=8,
+        help="queries in the correctness spot check (0 skips it)",
+    )
     p.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     name = "quick" if args.quick else "full" if args.full else "medium"
@@ -382,16 +436,21 @@ def main(argv: list[str] | None = None) -> None:
     q_count, c_count, dim = args.queries, args.candidates, args.dim
     pairs = q_count * c_count
     cand_bytes = c_count * dim * 4
-    print(f"bench_scoring: {q_count} queries x {c_count} candidates x dim {dim}, exemplars/query "
-          f"{args.exemplars}, top-{TOP_N}, tiles {scoring.QUERY_BLOCK} x "
-          f"{scoring.DISTRACTOR_CHUNK}, {torch.get_num_threads()} threads, "
-          f"repeats {args.repeats}, torch {torch.__version__}")
+    print(
+        f"bench_scoring: {q_count} queries x {c_count} candidates x dim {dim}, exemplars/query "
+        f"{args.exemplars}, top-{TOP_N}, tiles {scoring.QUERY_BLOCK} x "
+        f"{scoring.DISTRACTOR_CHUNK}, {torch.get_num_threads()} threads, "
+        f"repeats {args.repeats}, torch {torch.__version__}"
+    )
     log("building features ...")
     f = make_features(q_count, c_count, dim, args.counts, args.seed)
     f_exemplars = len(f.exemplars)
 
     engines: dict[str, Callable[[Features], object]] = {
-        "ours": run_ours, "gemm_tiled": run_gemm_tiled, "gemm_big": run_gemm_big}
+        "ours": run_ours,
+        "gemm_tiled": run_gemm_tiled,
+        "gemm_big": run_gemm_big,
+    }
     faiss_add = None
     if not args.no_faiss:
         log("faiss: adding distractors ...")
@@ -422,40 +481,57 @@ def main(argv: list[str] | None = None) -> None:
     gemm = min(seconds["gemm_tiled"], seconds["gemm_big"])
     gemm_name = "gemm_tiled" if seconds["gemm_tiled"] <= seconds["gemm_big"] else "gemm_big"
     print()
-    header = (f"{'engine':<27}{'seconds':>9}{'Mpairs/s':>10}{'GFLOP/s':>9}"
-              f"{'vs bare GEMM':>14}{'peak RSS +':>13}{'peak RSS':>12}")
+    header = (
+        f"{'engine':<27}{'seconds':>9}{'Mpairs/s':>10}{'GFLOP/s':>9}"
+        f"{'vs bare GEMM':>14}{'peak RSS +':>13}{'peak RSS':>12}"
+    )
     print(header)
     print("-" * len(header))
     for name, sec in seconds.items():
         mem = memory.get(name)
-        mem_cols = (f"{_gib(mem['after'] - mem['before']):>13}{_gib(mem['after']):>12}"
-                    if mem else f"{'-':>13}{'-':>12}")
+        mem_cols = (
+            f"{_gib(mem['after'] - mem['before']):>13}{_gib(mem['after']):>12}"
+            if mem
+            else f"{'-':>13}{'-':>12}"
+        )
         mark = "*" if name == gemm_name else " "
-        print(f"{LABELS[name]:<26}{mark}{sec:9.3f}{pairs / sec / 1e6:10.1f}"
-              f"{2 * pairs * dim / sec / 1e9:9.1f}{gemm / sec:14.2f}{mem_cols}")
+        print(
+            f"{LABELS[name]:<26}{mark}{sec:9.3f}{pairs / sec / 1e6:10.1f}"
+            f"{2 * pairs * dim / sec / 1e9:9.1f}{gemm / sec:14.2f}{mem_cols}"
+        )
     print("-" * len(header))
-    print("* bare GEMM baseline = the faster of the two tilings; 'vs bare GEMM' = "
-          "baseline seconds / engine seconds")
+    print(
+        "* bare GEMM baseline = the faster of the two tilings; 'vs bare GEMM' = "
+        "baseline seconds / engine seconds"
+    )
     if faiss_add is not None:
         print(f"  faiss index.add (not included above): {faiss_add:.3f} s")
-    print(f"candidate features size: {_gib(cand_bytes)} "
-          f"({c_count} x {dim} float32); queries+exemplars "
-          f"{_gib((q_count + f_exemplars) * dim * 4)}")
+    print(
+        f"candidate features size: {_gib(cand_bytes)} "
+        f"({c_count} x {dim} float32); queries+exemplars "
+        f"{_gib((q_count + f_exemplars) * dim * 4)}"
+    )
     print()
     ratio = gemm / seconds["ours"]
-    print(f"speed vs bare GEMM (bare GEMM / ours): {ratio:.2f}  "
-          f"[goal >= 0.80: {'met' if ratio >= 0.8 else 'NOT met'}]")
+    print(
+        f"speed vs bare GEMM (bare GEMM / ours): {ratio:.2f}  "
+        f"[goal >= 0.80: {'met' if ratio >= 0.8 else 'NOT met'}]"
+    )
     if "faiss" in seconds:
         r = seconds["faiss"] / seconds["ours"]
-        print(f"ours vs faiss      (faiss / ours):     {r:.2f}  "
-              f"[{'ours faster' if r >= 1 else 'faiss faster'}]")
+        print(
+            f"ours vs faiss      (faiss / ours):     {r:.2f}  "
+            f"[{'ours faster' if r >= 1 else 'faiss faster'}]"
+        )
     mem = memory.get("ours")
     if mem:
         limit = cand_bytes + GIB
-        print(f"ours peak RSS: {_gib(mem['after'])} total, "
-              f"+{_gib(mem['after'] - mem['before'])} over features; limit "
-              f"candidate features + 1 GiB = {_gib(limit)} "
-              f"[{'met' if mem['after'] <= limit else 'NOT met'}]")
+        print(
+            f"ours peak RSS: {_gib(mem['after'])} total, "
+            f"+{_gib(mem['after'] - mem['before'])} over features; limit "
+            f"candidate features + 1 GiB = {_gib(limit)} "
+            f"[{'met' if mem['after'] <= limit else 'NOT met'}]"
+        )
 
 
 if __name__ == "__main__":

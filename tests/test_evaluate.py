@@ -21,7 +21,7 @@ QUIET = RunOptions(progress=False)
 # An extractor whose features are unit vectors with four +-1/2 entries picked by hashing the
 # image: every cosine score is an exact multiple of 1/4, so all three paths must agree to the
 # bit, ties included.
-DYADIC = '''
+DYADIC = """
 import hashlib
 import torch
 
@@ -47,7 +47,7 @@ class Dyadic:
     def embed(self, batch):
         CALLS["embed"] += 1
         return batch
-'''
+"""
 
 
 def write(path, text):
@@ -60,23 +60,29 @@ def dyadic_subs(tmp_path_factory, tiny):
     root = tmp_path_factory.mktemp("subs")
     ext = root / "ext"
     write(ext / "dyadic.py", DYADIC)
-    write(ext / "submission.yaml", """\
+    write(
+        ext / "submission.yaml",
+        """\
         schema_version: 1
         name: dyadic
         kind: extractor
         description: exact-arithmetic test features
         license: MIT
         extractor: {entry: dyadic.py:Dyadic}
-        """)
-    q, x, chunks, _ = extract_features(load_submission(ext), tiny, RunOptions(progress=False,
-                                                                              cache=False))
+        """,
+    )
+    q, x, chunks, _ = extract_features(
+        load_submission(ext), tiny, RunOptions(progress=False, cache=False)
+    )
     d = np.concatenate([c.numpy() for c in chunks(1 << 20)])
     cand = np.concatenate([d, x.numpy()])
     feat = root / "feat"
     feat.mkdir()
     save_file({"features": q.numpy()}, str(feat / "q.safetensors"))
     np.save(feat / "c.npy", cand.astype(np.float16))  # dyadic values are exact in float16
-    write(feat / "submission.yaml", """\
+    write(
+        feat / "submission.yaml",
+        """\
         schema_version: 1
         name: dyadic-features
         kind: features
@@ -84,11 +90,14 @@ def dyadic_subs(tmp_path_factory, tiny):
         license: MIT
         benchmark: abc-tiny
         features: {queries: {file: q.safetensors}, candidates: {file: c.npy}}
-        """)
+        """,
+    )
     dense = root / "dense"
     dense.mkdir()
     np.save(dense / "s.npy", dense_scores(q.numpy(), cand))
-    write(dense / "submission.yaml", """\
+    write(
+        dense / "submission.yaml",
+        """\
         schema_version: 1
         name: dyadic-dense
         kind: similarity
@@ -96,7 +105,8 @@ def dyadic_subs(tmp_path_factory, tiny):
         license: MIT
         benchmark: abc-tiny@1.0.0
         similarity: {format: dense, file: s.npy}
-        """)
+        """,
+    )
     return ext, feat, dense
 
 
@@ -123,14 +133,17 @@ def test_feature_cache_is_reused(tiny, tmp_path):
     import sys
 
     write(tmp_path / "counting" / "dyadic.py", DYADIC)
-    write(tmp_path / "counting" / "submission.yaml", """\
+    write(
+        tmp_path / "counting" / "submission.yaml",
+        """\
         schema_version: 1
         name: counting
         kind: extractor
         description: counts embed calls
         license: MIT
         extractor: {entry: dyadic.py:Dyadic}
-        """)
+        """,
+    )
     first = evaluate(tmp_path / "counting", tiny, options=QUIET)
     module = sys.modules["attrib_bench_submission_counting"]
     assert module.CALLS["embed"] > 0
@@ -143,8 +156,7 @@ def test_feature_cache_is_reused(tiny, tmp_path):
 def test_result_records_provenance_and_calibration(tiny):
     from tests.conftest import SUBMISSIONS
 
-    r = evaluate(SUBMISSIONS / "example_extractor", tiny, config=EvalConfig(seed=3),
-                 options=QUIET)
+    r = evaluate(SUBMISSIONS / "example_extractor", tiny, config=EvalConfig(seed=3), options=QUIET)
     assert r["benchmark"]["manifest_sha256"] == tiny.manifest_sha256
     assert r["settings"]["seed"] == 3 and r["settings"]["tie_policy"] == "pessimistic"
     assert "extractor.py" in r["submission"]["files"]
@@ -163,7 +175,9 @@ def test_result_records_provenance_and_calibration(tiny):
 def test_a_random_extractor_is_near_chance_and_pixels_beat_it(tiny, tmp_path):
     from tests.conftest import SUBMISSIONS
 
-    write(tmp_path / "rand" / "r.py", '''
+    write(
+        tmp_path / "rand" / "r.py",
+        """
         import hashlib
         import torch
 
@@ -174,15 +188,19 @@ def test_a_random_extractor_is_near_chance_and_pixels_beat_it(tiny, tmp_path):
 
             def embed(self, batch):
                 return batch
-        ''')
-    write(tmp_path / "rand" / "submission.yaml", """\
+        """,
+    )
+    write(
+        tmp_path / "rand" / "submission.yaml",
+        """\
         schema_version: 1
         name: random
         kind: extractor
         description: random features
         license: MIT
         extractor: {entry: r.py:Random}
-        """)
+        """,
+    )
     rand = evaluate(tmp_path / "rand", tiny, options=QUIET)
     pix = evaluate(SUBMISSIONS / "example_extractor", tiny, options=QUIET)
     n_gallery = len(tiny.distractor_ids)

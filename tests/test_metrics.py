@@ -112,8 +112,13 @@ def test_matches_pytrec_eval_on_random_rankings(seed):
     exemplar = rng.normal(loc=rng.uniform(0, 3, size=(n_q, 1)), size=(n_q, e_max))
     matrix = np.concatenate([distractor, exemplar], axis=1).astype(np.float32)
     cols = [list(range(n_d, n_d + k)) for k in n_ex]
-    rc = scoring.score_dense(matrix, n_d, cols, query_ids=[str(i) for i in range(n_q)],
-                             exemplar_ids=[tuple(map(str, c)) for c in cols])
+    rc = scoring.score_dense(
+        matrix,
+        n_d,
+        cols,
+        query_ids=[str(i) for i in range(n_q)],
+        exemplar_ids=[tuple(map(str, c)) for c in cols],
+    )
     ours = per_query_bounds(rc.above, rc.ties, rc.unresolved)[0]
 
     qrels, run = {}, {}

@@ -29,8 +29,10 @@ def small_tiles(monkeypatch):
 def make_case(seed: int = 0, n_q: int = 50, n_x: int = 30, n_d: int = 200):
     rng = np.random.default_rng(seed)
     q, x, d = dyadic_features(rng, n_q), dyadic_features(rng, n_x), dyadic_features(rng, n_d)
-    ex = [sorted(rng.choice(n_x, size=int(rng.integers(1, 6)), replace=False).tolist())
-          for _ in range(n_q)]
+    ex = [
+        sorted(rng.choice(n_x, size=int(rng.integers(1, 6)), replace=False).tolist())
+        for _ in range(n_q)
+    ]
     return q, x, d, ex
 
 
@@ -50,9 +52,13 @@ def run_features(q, x, d, ex, top_n=20):
             yield torch.from_numpy(d[a : a + size])
 
     return scoring.score_features(
-        torch.from_numpy(q), torch.from_numpy(x), ex, chunks,
+        torch.from_numpy(q),
+        torch.from_numpy(x),
+        ex,
+        chunks,
         query_ids=[str(i) for i in range(len(q))],
-        exemplar_ids=[tuple(map(str, e)) for e in ex], top_n=top_n,
+        exemplar_ids=[tuple(map(str, e)) for e in ex],
+        top_n=top_n,
     )
 
 
@@ -86,8 +92,9 @@ def test_dense_path_equals_feature_path(small_tiles):
     rc_f = run_features(q, x, d, ex)
     matrix = np.concatenate([q @ d.T, q @ x.T], axis=1)  # exact: dyadic scores
     cols = [[len(d) + c for c in e] for e in ex]
-    rc_d = scoring.score_dense(matrix, len(d), cols, query_ids=rc_f.query_ids,
-                               exemplar_ids=rc_f.exemplar_ids, top_n=20)
+    rc_d = scoring.score_dense(
+        matrix, len(d), cols, query_ids=rc_f.query_ids, exemplar_ids=rc_f.exemplar_ids, top_n=20
+    )
     for name in ("above", "ties", "unresolved"):
         assert np.array_equal(getattr(rc_f, name), getattr(rc_d, name))
     assert np.array_equal(rc_f.top_scores, rc_d.top_scores)
@@ -110,16 +117,25 @@ def test_topk_bounds_contain_the_exact_metrics():
     q = rng.normal(size=(n_q, 8)).astype(np.float32)
     d = rng.normal(size=(n_d, 8)).astype(np.float32)
     x = rng.normal(size=(20, 8)).astype(np.float32)
-    ex = [sorted(rng.choice(20, size=int(rng.integers(1, 4)), replace=False).tolist())
-          for _ in range(n_q)]
+    ex = [
+        sorted(rng.choice(20, size=int(rng.integers(1, 4)), replace=False).tolist())
+        for _ in range(n_q)
+    ]
     scores = np.concatenate([q @ d.T, q @ x.T], axis=1)
     cols = [[n_d + c for c in e] for e in ex]
-    ids = dict(query_ids=[str(i) for i in range(n_q)],
-               exemplar_ids=[tuple(map(str, e)) for e in ex])
+    ids = dict(
+        query_ids=[str(i) for i in range(n_q)], exemplar_ids=[tuple(map(str, e)) for e in ex]
+    )
     exact = scoring.score_dense(scores, n_d, cols, **ids)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top = scoring.score_topk(order, np.take_along_axis(scores, order, 1),
-                             [scores[i, c] for i, c in enumerate(cols)], n_d, cols, **ids)
+    top = scoring.score_topk(
+        order,
+        np.take_along_axis(scores, order, 1),
+        [scores[i, c] for i, c in enumerate(cols)],
+        n_d,
+        cols,
+        **ids,
+    )
     ex_lo, ex_hi = per_query_bounds(exact.above, exact.ties, exact.unresolved)
     lo, hi = per_query_bounds(top.above, top.ties, top.unresolved)
     assert not top.exact and exact.exact

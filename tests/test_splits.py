@@ -82,8 +82,11 @@ def test_hub_spec_downloads_a_pinned_revision(tiny, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     bench = resolve_benchmark("hf://attrib-bench/abc-tiny@v1.0.0")
-    assert seen == {"repo_id": "attrib-bench/abc-tiny", "repo_type": "dataset",
-                    "revision": "v1.0.0"}
+    assert seen == {
+        "repo_id": "attrib-bench/abc-tiny",
+        "repo_type": "dataset",
+        "revision": "v1.0.0",
+    }
     assert bench.manifest_sha256 == tiny.manifest_sha256
 
 
