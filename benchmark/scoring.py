@@ -18,11 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# Tile shape measured on a 2-core CPU (benchmarks/bench_scoring.py): small enough that the
-# counting passes re-read the tile from cache right after the GEMM wrote it.
-QUERY_BLOCK = 512
-DISTRACTOR_CHUNK = 4096
+# Tile shape measured on a 2-core CPU (benchmarks/bench_scoring.py): a 4 MiB tile is still in
+# cache when the counting kernel re-reads it right after the GEMM wrote it (8 MiB tiles made
+# the kernel 3-4x slower), and 1024 x 1024 was the fastest GEMM tiling measured.
+QUERY_BLOCK = 1024
+DISTRACTOR_CHUNK = 1024
 DEFAULT_TOP_N = 100
+# The fused numba kernel is used when importable; tests switch it off to check that both
+# paths give identical counts.
+USE_FUSED = True
 
 
 @dataclass
@@ -58,7 +62,7 @@ class RankCounts:
             [self.top_index, np.where(other.top_index >= 0, other.top_index + index_offset, -1)], 1
         )
         sc = np.concatenate([self.top_scores, other.top_scores], 1)
-        order = np.argsort(-sc, axis=1, kind="stable")[:, :n]
+        idx, sc = sort_top(idx, sc)
         pad = self.above < 0
         return RankCounts(
             self.query_ids,
@@ -67,9 +71,20 @@ class RankCounts:
             np.where(pad, -1, self.above + other.above),
             np.where(pad, -1, self.ties + other.ties),
             np.where(pad, -1, self.unresolved + other.unresolved),
-            np.take_along_axis(idx, order, 1),
-            np.take_along_axis(sc, order, 1),
+            idx[:, :n],
+            sc[:, :n],
         )
+
+
+def _fused_kernel():
+    """The numba tile kernel, or None where numba is unavailable (torch passes are used)."""
+    if not USE_FUSED:
+        return None
+    try:
+        from benchmark._kernels import count_and_insert
+    except ImportError:
+        return None
+    return count_and_insert
 
 
 class _Accumulator:
@@ -83,30 +98,75 @@ class _Accumulator:
             col < n_exemplars[:, None],
             exemplar_scores,
             torch.full_like(exemplar_scores, float("inf")),
-        )
-        self.n_exemplars = n_exemplars
+        ).contiguous()
+        self.n_exemplars = n_exemplars.contiguous()
         self.above = torch.zeros(q, e, dtype=torch.int64)
         self.ties = torch.zeros(q, e, dtype=torch.int64)
         self.top_n = top_n
         self.top_scores = torch.full((q, top_n), float("-inf"))
         self.top_index = torch.full((q, top_n), -1, dtype=torch.int64)
+        self.kernel = _fused_kernel()
+        # numpy views sharing memory with the tensors above, for the numba kernel.
+        self._np = {
+            "thr": self.thresholds.numpy(),
+            "n": self.n_exemplars.numpy(),
+            "above": self.above.numpy(),
+            "ties": self.ties.numpy(),
+            "top": self.top_scores.numpy(),
+            "top_index": self.top_index.numpy(),
+        }
+        self._started: set[int] = set()  # query blocks whose top-N heap has been filled
 
     def update(self, rows: slice, scores: torch.Tensor, col0: int) -> None:
         """Add one tile: ``scores[i, j]`` is query ``rows[i]`` against distractor ``col0 + j``."""
-        thr = self.thresholds[rows]
-        e_max = int(self.n_exemplars[rows].max())
-        for j in range(e_max):
-            t = thr[:, j : j + 1]
-            self.above[rows, j] += (scores > t).sum(1)
-            self.ties[rows, j] += (scores == t).sum(1)
-        if self.top_n:
+        # One accumulator always takes one path: the kernel keeps its top-N as a heap, the
+        # torch path keeps it sorted.
+        if self.kernel is not None:
+            self._update_fused(rows, scores.cpu().contiguous(), col0)
+        else:
+            self._update_torch(rows, scores, col0)
+
+    def _update_fused(self, rows: slice, scores: torch.Tensor, col0: int) -> None:
+        np_ = self._np
+        top_val, top_idx = np_["top"][rows], np_["top_index"][rows]
+        first = self.top_n and rows.start not in self._started
+        if first:
+            # Filling an empty heap one score at a time is slow; the kernel only counts,
+            # then topk's N best, in ascending order, are a valid min-heap.
+            self._started.add(rows.start)
+            top_val, top_idx = top_val[:, :0], top_idx[:, :0]
+        self.kernel(
+            scores.numpy(),
+            np_["thr"][rows],
+            np_["n"][rows],
+            np_["above"][rows],
+            np_["ties"][rows],
+            top_val,
+            top_idx,
+            col0,
+        )
+        if first:
             k = min(self.top_n, scores.shape[1])
             vals, idx = torch.topk(scores, k, dim=1)
-            vals = torch.cat([self.top_scores[rows], vals], 1)
-            idx = torch.cat([self.top_index[rows], idx + col0], 1)
-            best, order = torch.topk(vals, self.top_n, dim=1)
-            self.top_scores[rows] = best
-            self.top_index[rows] = torch.gather(idx, 1, order)
+            self.top_scores[rows, self.top_n - k :] = vals.flip(1)
+            self.top_index[rows, self.top_n - k :] = idx.flip(1) + col0
+
+    def _update_torch(self, rows: slice, scores: torch.Tensor, col0: int) -> None:
+        thr = self.thresholds[rows].to(scores.device)
+        for j in range(int(self.n_exemplars[rows].max())):
+            t = thr[:, j : j + 1]
+            self.above[rows, j] += torch.count_nonzero(scores > t, dim=1).cpu()
+            self.ties[rows, j] += torch.count_nonzero(scores == t, dim=1).cpu()
+        if self.top_n:
+            vals, idx = torch.topk(scores, min(self.top_n, scores.shape[1]), dim=1)
+            self._merge_top(rows, vals.cpu(), idx.cpu() + col0)
+
+    def _merge_top(self, rows: slice, vals: torch.Tensor, idx: torch.Tensor) -> None:
+        vals = torch.cat([self.top_scores[rows], vals], 1)
+        idx = torch.cat([self.top_index[rows], idx], 1)
+        best, order = torch.topk(vals, self.top_n, dim=1)
+        self.top_scores[rows] = best
+        self.top_index[rows] = torch.gather(idx, 1, order)
 
 
 def _padded_exemplars(
@@ -135,6 +195,9 @@ def _finish(
     above = acc.above[inverse].masked_fill(pad, -1).numpy()
     ties = acc.ties[inverse].masked_fill(pad, -1).numpy()
     scores = exemplar_scores[inverse].double().masked_fill(pad, float("nan")).numpy()
+    top_index, top_scores = sort_top(
+        acc.top_index[inverse].numpy(), acc.top_scores[inverse].double().numpy()
+    )
     return RankCounts(
         list(query_ids),
         list(exemplar_ids),
@@ -142,9 +205,18 @@ def _finish(
         above,
         ties,
         np.where(above >= 0, 0, -1).astype(np.int64),
-        acc.top_index[inverse].numpy(),
-        acc.top_scores[inverse].double().numpy(),
+        top_index,
+        top_scores,
     )
+
+
+def sort_top(index: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order each row's top-N by score, best first; equal scores by distractor position."""
+    by_index = np.argsort(np.where(index < 0, np.iinfo(np.int64).max, index), axis=1, kind="stable")
+    index = np.take_along_axis(index, by_index, 1)
+    scores = np.take_along_axis(scores, by_index, 1)
+    by_score = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(index, by_score, 1), np.take_along_axis(scores, by_score, 1)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -191,13 +263,16 @@ def score_features(
         ex_scores[rows] = torch.gather(tile, 1, index[rows])
     acc = _Accumulator(ex_scores, n, top_n)
     col0 = 0
+    buffer = torch.empty(0)
     with torch.inference_mode():
         for chunk in distractor_chunks(DISTRACTOR_CHUNK):
             d = normalize(chunk)
-            d_t = d.T.contiguous()
             for start in range(0, len(q), QUERY_BLOCK):
                 rows = slice(start, start + QUERY_BLOCK)
-                acc.update(rows, q[rows] @ d_t, col0)
+                block = q[rows]
+                tile = buffer.resize_(len(block), len(d))
+                torch.mm(block, d.T, out=tile)
+                acc.update(rows, tile, col0)
             col0 += len(d)
             if progress:
                 progress(len(d))

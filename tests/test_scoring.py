@@ -20,6 +20,15 @@ def dyadic_features(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarr
     return out
 
 
+@pytest.fixture(autouse=True, params=["fused", "torch"])
+def engine(request, monkeypatch):
+    """Every test runs on the numba tile kernel and on the plain torch passes."""
+    monkeypatch.setattr(scoring, "USE_FUSED", request.param == "fused")
+    if request.param == "fused":
+        pytest.importorskip("numba")
+    return request.param
+
+
 @pytest.fixture
 def small_tiles(monkeypatch):
     monkeypatch.setattr(scoring, "QUERY_BLOCK", 7)
