@@ -316,7 +316,7 @@ def _(tmp_path):
     d, _q, c, _ids = features(tmp_path)
     obj = np.empty(c.shape, dtype=object)
     obj[:] = c
-    np.save(d / "candidate_features.npy", obj, allow_pickle=True)
+    np.save(d / "candidate_features.npy", obj, allow_pickle=True)  # a hostile file to refuse
     return evaluate_args(d, tmp_path), (*CAND, "object dtype")
 
 
