@@ -1,0 +1,1 @@
+"""Frozen benchmark data and the code that generates it (see ``splits.generate``)."""
