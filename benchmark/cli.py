@@ -313,3 +313,26 @@ def compare(a, b, measure, seed):
             f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]{star}"
         )
     click.echo("* the interval excludes 0")
+
+
+@main.group()
+def splits() -> None:
+    """Maintain frozen benchmark versions (verify now; generate, freeze and push to come)."""
+
+
+@splits.command(name="verify")
+@click.argument("benchmark", default=None, required=False)
+@_friendly
+def splits_verify(benchmark):
+    """Re-hash every shard of a benchmark (a folder, hf://..., or a registered name)."""
+    from benchmark.benchmarks import resolve_benchmark
+    from benchmark.splits import verify_benchmark
+
+    bench = resolve_benchmark(benchmark)
+    counts = verify_benchmark(bench.root)
+    files = sum(len(t["files"]) for t in bench.manifest["tables"].values())
+    click.echo(
+        f"ok   {bench.name} {bench.version}: {files} shards match manifest.json "
+        f"(sha256 {bench.manifest_sha256[:12]}); "
+        + ", ".join(f"{n} {k}" for k, n in counts.items())
+    )

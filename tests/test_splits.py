@@ -104,3 +104,21 @@ def test_unknown_names_suggest():
         parse_part("imagenet-sideways")
     assert parse_part("Artchive") is Part.STYLE_UNSEEN
     assert parse_part("object_seen") is Part.OBJECT_SEEN
+
+
+def test_cli_splits_verify(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from benchmark.cli import main
+
+    ok = CliRunner().invoke(main, ["splits", "verify", str(tiny.root)])
+    assert ok.exit_code == 0 and "shards match manifest.json" in ok.output
+    assert "300 distractors" in ok.output
+    root = copy_of(tiny, tmp_path)
+    shard = root / tiny.manifest["tables"]["queries"]["files"][0]["path"]
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 1
+    shard.write_bytes(bytes(data))
+    bad = CliRunner().invoke(main, ["splits", "verify", str(root)])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert bad.stderr.startswith("error: ") and "sha256 does not match" in bad.stderr
