@@ -1,0 +1,225 @@
+"""Custom Diffusion as AbC used it: a new token plus the UNet's cross-attention key/value.
+
+For one customized model: a new token (``<new1>``) gets a learned embedding, and every
+cross-attention layer (``attn2``) of the UNet gets trainable key/value projections initialized
+from the base weights, through diffusers' ``CustomDiffusionAttnProcessor``. Training images
+are the exemplars (randomly flipped) captioned with ``prompt``; optional prior-preservation
+images keep the rest of the model's knowledge. Everything else stays frozen.
+
+A customized model is stored as a small delta: diffusers' own attention-processor file
+(``save_attn_procs``, safetensors) plus the token's embedding, so any query can be regenerated
+from the base model and the delta. The same code runs on ``CompVis/stable-diffusion-v1-4``
+with a different config (resolution, steps, learning rates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ATTN_WEIGHTS = "pytorch_custom_diffusion_weights.safetensors"
+TOKEN_WEIGHTS = "token_embedding.safetensors"
+
+
+@dataclass(frozen=True)
+class CustomizeConfig:
+    token: str = "<new1>"
+    steps: int = 400
+    batch_size: int = 4
+    lr_kv: float = 3e-3
+    lr_token: float = 2e-2
+    prior_weight: float = 1.0
+    hflip: bool = True
+    seed: int = 0
+    init_word: str | None = None  # the new token starts from this word's embedding
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def add_token(pipe, token: str, init_word: str | None = None) -> int:
+    """Add ``token`` to the tokenizer and text encoder; return its id."""
+    tok, text = pipe.tokenizer, pipe.text_encoder
+    if token not in tok.get_vocab():
+        tok.add_tokens([token])
+        text.resize_token_embeddings(len(tok), mean_resizing=False)
+    token_id = tok.convert_tokens_to_ids(token)
+    emb = text.get_input_embeddings().weight
+    with torch.no_grad():
+        if init_word is not None and init_word in tok.get_vocab():
+            emb[token_id] = emb[tok.convert_tokens_to_ids(init_word)]
+        else:
+            emb[token_id] = emb[:token_id].mean(dim=0)
+    return token_id
+
+
+def install_processors(unet) -> list[torch.nn.Parameter]:
+    """Custom Diffusion processors on every attention layer; returns the trainable k/v."""
+    from diffusers.models.attention_processor import CustomDiffusionAttnProcessor
+
+    processors = {}
+    for name in unet.attn_processors:
+        attn = unet.get_submodule(name.removesuffix(".processor"))
+        if name.endswith("attn2.processor"):
+            hidden, cross = attn.to_k.weight.shape
+            proc = CustomDiffusionAttnProcessor(
+                train_kv=True, train_q_out=False, hidden_size=hidden, cross_attention_dim=cross
+            )
+            proc.load_state_dict(
+                {
+                    "to_k_custom_diffusion.weight": attn.to_k.weight.detach().clone(),
+                    "to_v_custom_diffusion.weight": attn.to_v.weight.detach().clone(),
+                }
+            )
+        else:
+            proc = CustomDiffusionAttnProcessor(train_kv=False, train_q_out=False)
+        processors[name] = proc.to(attn.to_k.weight.device)
+    trainable = [p for proc in processors.values() for p in proc.parameters()]
+    unet.set_attn_processor(dict(processors))  # diffusers pops entries from the dict it gets
+    return trainable
+
+
+def customize(
+    pipe,
+    exemplars: Sequence[Image.Image],
+    prompt: str,
+    cfg: CustomizeConfig,
+    prior: Sequence[tuple[Image.Image, str]] = (),
+    progress: Callable[[int, float], None] | None = None,
+) -> dict[str, float]:
+    """Customize ``pipe`` in place on ``exemplars``; return training statistics."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    device = pipe.unet.device
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    for module in (pipe.vae, pipe.unet, pipe.text_encoder):
+        module.requires_grad_(False)
+    token_id = add_token(pipe, cfg.token, cfg.init_word)
+    kv = install_processors(pipe.unet)
+    emb = pipe.text_encoder.get_input_embeddings().weight
+    emb.requires_grad_(True)
+    opt = torch.optim.AdamW(
+        [{"params": kv, "lr": cfg.lr_kv}, {"params": [emb], "lr": cfg.lr_token}],
+        weight_decay=0.0,
+    )
+    frozen_rows = emb.detach().clone()
+    inst = torch.stack([_to_tensor(im, size) for im in exemplars])
+    prior_x = torch.stack([_to_tensor(im, size) for im, _ in prior]) if prior else None
+    ids = _encode_ids(pipe, [prompt])
+    prior_ids = _encode_ids(pipe, [c for _, c in prior]) if prior else None
+    sched = pipe.scheduler
+    scale = pipe.vae.config.scaling_factor
+    pipe.unet.train()
+    losses = []
+    for step in range(cfg.steps):
+        x, cap = _batch(inst, ids, cfg.batch_size, gen, cfg.hflip)
+        parts = [(x, cap, 1.0)]
+        if prior_x is not None:
+            px, pcap = _batch(prior_x, prior_ids, cfg.batch_size, gen, cfg.hflip)
+            parts.append((px, pcap, cfg.prior_weight))
+        loss = torch.zeros((), device=device)
+        for images, caps, weight in parts:
+            with torch.no_grad():
+                latents = pipe.vae.encode(images.to(device)).latent_dist.sample(gen) * scale
+            noise = torch.randn(latents.shape, generator=gen).to(device)
+            t = torch.randint(
+                0, sched.config.num_train_timesteps, (len(latents),), generator=gen
+            ).to(device)
+            noisy = sched.add_noise(latents, noise, t)
+            cond = pipe.text_encoder(caps.to(device))[0]
+            pred = pipe.unet(noisy, t, cond).sample
+            loss = loss + weight * F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        # Only the new token's row of the embedding table learns.
+        keep = torch.ones(len(emb), dtype=torch.bool)
+        keep[token_id] = False
+        emb.grad[keep] = 0
+        opt.step()
+        with torch.no_grad():
+            emb[keep] = frozen_rows[keep]
+        losses.append(loss.item())
+        if progress:
+            progress(step + 1, losses[-1])
+    pipe.unet.eval()
+    emb.requires_grad_(False)
+    return {
+        "final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
+        "steps": cfg.steps,
+    }
+
+
+def _encode_ids(pipe, captions: list[str]) -> torch.Tensor:
+    tok = pipe.tokenizer
+    return tok(
+        captions,
+        padding="max_length",
+        max_length=tok.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+def _batch(images, ids, n, gen, hflip):
+    pick = torch.randint(0, len(images), (n,), generator=gen)
+    x = images[pick]
+    if hflip:
+        flip = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    cap = ids[pick] if len(ids) == len(images) else ids.expand(n, -1)
+    return x, cap
+
+
+def save_delta(pipe, out_dir: str | Path, token: str) -> Path:
+    """Write the customized model's delta: attention processors + the token's embedding."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.unet.save_attn_procs(out, weight_name=ATTN_WEIGHTS, safe_serialization=True)
+    token_id = pipe.tokenizer.convert_tokens_to_ids(token)
+    vec = pipe.text_encoder.get_input_embeddings().weight[token_id].detach().cpu().clone()
+    save_file({"embedding": vec}, str(out / TOKEN_WEIGHTS), metadata={"token": token})
+    return out
+
+
+def load_delta(pipe, delta_dir: str | Path) -> None:
+    """Apply a saved delta to a base pipeline (in place).
+
+    The attention file is the one diffusers' ``save_attn_procs`` writes; it is read here
+    rather than with ``load_attn_procs``, which in diffusers 0.42 installs nothing unless
+    handed a pipeline, and then refuses the file because it has no entries for the
+    self-attention layers (which ``save_attn_procs`` leaves out of safetensors files).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    delta = Path(delta_dir)
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(delta / ATTN_WEIGHTS).items():
+        layer, _, param = key.partition(".processor.")
+        grouped.setdefault(f"{layer}.processor", {})[param] = value
+    install_processors(pipe.unet)
+    processors = pipe.unet.attn_processors
+    for name, weights in grouped.items():
+        if name not in processors:
+            raise ValueError(f"{delta / ATTN_WEIGHTS}: no attention layer {name} in this UNet")
+        processors[name].load_state_dict(weights)
+    with safe_open(str(delta / TOKEN_WEIGHTS), framework="pt") as f:
+        token = f.metadata()["token"]
+        vec = f.get_tensor("embedding")
+    token_id = add_token(pipe, token)
+    with torch.no_grad():
+        pipe.text_encoder.get_input_embeddings().weight[token_id] = vec
