@@ -1,0 +1,188 @@
+"""Pretrain the tiny base model from scratch: autoencoder first, then UNet + text encoder.
+
+Seeded and resumable: the data order of every epoch is a permutation drawn from (seed, epoch),
+and a checkpoint holds the weights, the optimizer state, the random state and the step, so a
+run that is stopped and resumed ends with exactly the weights of an uninterrupted run.
+
+Stage 1 trains the f=4 ``AutoencoderKL`` (reconstruction + a small KL term) and then sets its
+``scaling_factor`` so that latents have unit variance, as Stable Diffusion's does. Stage 2
+trains the UNet and the text encoder jointly on noise prediction, with captions dropped 10% of
+the time so classifier-free guidance works at sampling time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from splits.generate.model import TinyModelConfig, assemble_pipeline, build_models, build_tokenizer
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    vae_steps: int = 3000
+    unet_steps: int = 20000
+    batch_size: int = 32
+    lr_vae: float = 1e-3
+    lr_unet: float = 3e-4
+    kl_weight: float = 1e-6
+    caption_dropout: float = 0.1
+    checkpoint_every: int = 500
+    seed: int = 0
+
+
+def _batches(n: int, batch: int, seed: int, start_step: int):
+    """Yield (step, indices) from ``start_step`` on; epoch e uses permutation(seed, e)."""
+    per_epoch = max(1, n // batch)
+    step = start_step
+    while True:
+        epoch, k = divmod(step, per_epoch)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        yield step, perm[k * batch : (k + 1) * batch]
+        step += 1
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class _Checkpoints:
+    def __init__(self, root: Path, stage: str):
+        self.dir = root / "checkpoints" / stage
+
+    def latest(self) -> Path | None:
+        done = sorted(self.dir.glob("step-*/state.json"), key=lambda p: int(p.parent.name[5:]))
+        return done[-1].parent if done else None
+
+    def save(self, step: int, modules: dict, opt: torch.optim.Optimizer) -> None:
+        from safetensors.torch import save_file
+
+        path = self.dir / f"step-{step:07d}"
+        tmp = path.with_name(path.name + ".partial")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, module in modules.items():
+            save_file(module.state_dict(), str(tmp / f"{name}.safetensors"))
+        torch.save(
+            {"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, tmp / "optimizer.pt"
+        )
+        (tmp / "state.json").write_text(json.dumps({"step": step}))
+        tmp.rename(path)
+        for old in sorted(self.dir.glob("step-*"))[:-2]:  # keep the last two
+            if old != path and old.suffix != ".partial":
+                for f in old.iterdir():
+                    f.unlink()
+                old.rmdir()
+
+    def load(self, path: Path, modules: dict, opt: torch.optim.Optimizer) -> int:
+        from safetensors.torch import load_file
+
+        for name, module in modules.items():
+            module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+        state = torch.load(path / "optimizer.pt", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        return json.loads((path / "state.json").read_text())["step"]
+
+
+def pretrain(
+    out_dir: str | Path,
+    images: np.ndarray,
+    captions: Sequence[str],
+    model_cfg: TinyModelConfig,
+    cfg: PretrainConfig,
+    progress: Callable[[str, int, float], None] | None = None,
+) -> Path:
+    """Train (or resume) and save the base pipeline to ``out_dir/pipeline``.
+
+    Args:
+        images: uint8 [N, H, W, 3] at the model's resolution.
+        captions: one caption per image.
+    """
+    out = Path(out_dir)
+    torch.manual_seed(cfg.seed)
+    words = [w for c in captions for w in c.replace(".", " ").replace(",", " ").split()]
+    tokenizer = build_tokenizer(words, model_cfg.max_tokens)
+    vae, unet, text = build_models(model_cfg, len(tokenizer))
+    x_all = _to_tensor(images)
+
+    # Stage 1: autoencoder.
+    ck = _Checkpoints(out, "vae")
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr_vae, weight_decay=0.0)
+    start = ck.load(ck.latest(), {"vae": vae}, opt) if ck.latest() else 0
+    vae.train()
+    for step, idx in _batches(len(x_all), cfg.batch_size, cfg.seed, start):
+        if step >= cfg.vae_steps:
+            break
+        x = x_all[idx]
+        post = vae.encode(x).latent_dist
+        recon = vae.decode(post.sample()).sample
+        loss = F.mse_loss(recon, x) + cfg.kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress("vae", step + 1, loss.item())
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
+            ck.save(step + 1, {"vae": vae}, opt)
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        sample = x_all[: min(len(x_all), 512)]
+        std = float(vae.encode(sample).latent_dist.mean.std())
+    vae.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
+
+    # Stage 2: UNet + text encoder on noise prediction.
+    pipe = assemble_pipeline(vae, unet, text, tokenizer)
+    sched = pipe.scheduler
+    ids_all = tokenizer(
+        list(captions),
+        padding="max_length",
+        max_length=model_cfg.max_tokens,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    empty = tokenizer(
+        [""], padding="max_length", max_length=model_cfg.max_tokens, return_tensors="pt"
+    ).input_ids
+    ck = _Checkpoints(out, "unet")
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr_unet, weight_decay=0.0)
+    modules = {"unet": unet, "text_encoder": text}
+    start = ck.load(ck.latest(), modules, opt) if ck.latest() else 0
+    unet.train()
+    text.train()
+    gen = torch.Generator()
+    for step, idx in _batches(len(x_all), cfg.batch_size, cfg.seed + 1, start):
+        if step >= cfg.unet_steps:
+            break
+        gen.manual_seed(cfg.seed * 1_000_003 + step)  # per-step stream: resumable
+        with torch.no_grad():
+            latents = vae.encode(x_all[idx]).latent_dist.sample(gen) * vae.config.scaling_factor
+        ids = ids_all[idx].clone()
+        drop = torch.rand(len(ids), generator=gen) < cfg.caption_dropout
+        ids[drop] = empty
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), generator=gen)
+        pred = unet(sched.add_noise(latents, noise, t), t, text(ids)[0]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress("unet", step + 1, loss.item())
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.unet_steps:
+            ck.save(step + 1, modules, opt)
+    unet.eval()
+    text.eval()
+    pipe.save_pretrained(out / "pipeline")
+    (out / "pipeline" / "pretrain.json").write_text(
+        json.dumps(
+            {"model": asdict(model_cfg), "pretrain": asdict(cfg), "images": len(x_all)}, indent=1
+        )
+    )
+    return out / "pipeline"
