@@ -1,0 +1,61 @@
+"""Prompt types and seeds for queries; sampling is reproducible per (prompt, seed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark.types import PromptType
+from splits.generate.sample import SamplerConfig, prompts, query_seed, sample
+
+
+def test_prompt_types_follow_abc():
+    media = prompts("object", PromptType.MEDIA, 10, category="turtle")
+    assert media[0] == "a charcoal drawing of <new1> turtle" and len(set(media)) == 10
+    objects = prompts("style", PromptType.OBJECT, 12)
+    assert objects[0] == "a picture of sun in the style of <new1> art"
+    assert objects[10] == objects[0]  # cycles after the ten things
+    assert all("<new1>" in p for p in prompts("style", PromptType.GPT, 10))
+    assert all(
+        "<new1> turtle" in p for p in prompts("object", PromptType.GPT, 10, category="turtle")
+    )
+    with pytest.raises(ValueError):
+        prompts("object", PromptType.OBJECT, 1)
+
+
+def test_seeds_are_stable_and_distinct():
+    a = [query_seed("m1", PromptType.GPT, i) for i in range(50)]
+    assert a == [query_seed("m1", PromptType.GPT, i) for i in range(50)]
+    assert len(set(a)) == 50 and all(0 <= s < 2**31 for s in a)
+    assert query_seed("m1", PromptType.GPT, 0) != query_seed("m2", PromptType.GPT, 0)
+
+
+def test_sampling_is_reproducible_per_prompt_and_seed():
+    pytest.importorskip("diffusers")
+    import torch
+
+    from splits.generate.model import (
+        TinyModelConfig,
+        assemble_pipeline,
+        build_models,
+        build_tokenizer,
+    )
+
+    small = TinyModelConfig(
+        vae_channels=(16, 16, 16),
+        unet_channels=(16, 32, 32),
+        text_dim=32,
+        text_layers=1,
+        text_heads=2,
+    )
+    torch.manual_seed(0)
+    tok = build_tokenizer(["a", "photo", "of", "turtle"], small.max_tokens)
+    pipe = assemble_pipeline(*build_models(small, len(tok)), tok)
+    pipe.set_progress_bar_config(disable=True)
+    cfg = SamplerConfig(steps=2)
+    one = sample(pipe, ["a photo of a turtle", "a photo"], [5, 6], cfg)
+    two = sample(pipe, ["a photo"], [6], cfg)  # order and batch do not matter
+    assert np.array_equal(np.asarray(one[1]), np.asarray(two[0]))
+    assert one[0].size == (64, 64)
+    with pytest.raises(ValueError, match="scheduler"):
+        sample(pipe, ["a"], [1], SamplerConfig(scheduler="PNDMScheduler"))
