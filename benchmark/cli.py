@@ -336,3 +336,23 @@ def splits_verify(benchmark):
         f"(sha256 {bench.manifest_sha256[:12]}); "
         + ", ".join(f"{n} {k}" for k, n in counts.items())
     )
+
+
+@splits.command(name="push")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--repo-id", required=True, help="Hugging Face dataset repo, OWNER/NAME.")
+@click.option("--dry-run", is_flag=True, help="List what would be uploaded; contact nothing.")
+@click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing.")
+@_friendly
+def splits_push(path, repo_id, dry_run, create_pr):
+    """Publish a frozen benchmark folder as a Hugging Face dataset (one commit, tagged)."""
+    from benchmark.publish import planned_uploads, push_benchmark
+
+    if dry_run:
+        uploads = planned_uploads(path)
+        for u in uploads:
+            click.echo(f"add  {u.path_in_repo}  ({u.num_bytes} bytes)")
+        total = sum(u.num_bytes for u in uploads)
+        click.echo(f"dry run: {len(uploads)} files, {total} bytes to {repo_id} (nothing sent)")
+        return
+    click.echo(push_benchmark(path, repo_id, create_pr=create_pr))
