@@ -27,8 +27,14 @@ def test_tuxpaint_catalog(tmp_path):
     (stamps / "animals/birds/robin.txt").write_text("A robin.\nde.utf8=Ein Rotkehlchen.\n")
     png(stamps / "animals/birds/robin_mirror.png")
     png(stamps / "animals/birds/nocaption.png")
+    png(stamps / "food/fruit/cartoon/pear.png")
+    (stamps / "food/fruit/cartoon/pear.txt").write_text("A pear\n")
     images = sources.tuxpaint_images(tmp_path)
-    assert [i.image_id for i in images] == ["tuxpaint-animals-birds-robin"]
+    assert [i.image_id for i in images] == [
+        "tuxpaint-animals-birds-robin",
+        "tuxpaint-food-fruit-cartoon-pear",
+    ]
+    assert images[1].category == "fruit"
     img = images[0]
     assert (img.category, img.caption, img.license) == ("birds", "A robin", "GPL-2.0-or-later")
 

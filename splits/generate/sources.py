@@ -107,6 +107,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+_RENDERING_FOLDERS = {"cartoon", "filled", "outlined", "photo"}
+
+
 def tuxpaint_images(root: Path) -> list[SourceImage]:
     """Stamps with an English caption, one per stamp (``*_mirror.png`` variants skipped)."""
     base = root / "usr/share/tuxpaint/stamps"
@@ -120,12 +123,14 @@ def tuxpaint_images(root: Path) -> list[SourceImage]:
             continue
         caption = txt.read_text(encoding="utf-8", errors="replace").splitlines()[0].strip()
         rel = png.relative_to(base).with_suffix("")
+        # Some leaves are renderings, not kinds ("fruit/cartoon"): the kind is their parent.
+        folders = [p for p in rel.parent.parts if p not in _RENDERING_FOLDERS]
         out.append(
             SourceImage(
                 image_id="tuxpaint-" + _slug(rel.as_posix()),
                 path=png,
                 package=pkg.name,
-                category=rel.parent.name,
+                category=folders[-1] if folders else rel.parent.name,
                 caption=caption.rstrip("."),
                 group=pkg.name,
                 license=pkg.license,
