@@ -1,0 +1,87 @@
+"""AbC-mini's domain invariants, on a synthetic catalog shaped like the real sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark.types import Part
+from splits.generate.domain import DomainConfig, build_domain, caption
+from splits.generate.sources import SourceImage
+
+
+def catalog():
+    stamps = [
+        SourceImage(
+            f"tuxpaint-{cat}-{i}",
+            Path("x.png"),
+            "tuxpaint-stamps-default",
+            cat,
+            f"A {cat}",
+            "tuxpaint-stamps-default",
+            "GPL-2.0-or-later",
+        )
+        for cat, n in (
+            ("birds", 20),
+            ("fruit", 12),
+            ("planets", 6),
+            ("rodents", 5),
+            ("lowercase", 9),
+        )
+        for i in range(n)
+    ]
+    drawings = [
+        SourceImage(
+            f"openclipart-{artist}-{i}",
+            Path("x.png"),
+            "openclipart-png",
+            ("animals", "shapes", "food")[i % 3],
+            "t",
+            artist,
+            "CC0-1.0",
+        )
+        for artist, n in [(f"big{a}", 20 + a) for a in range(8)]
+        + [(f"small{a}", 5 + a % 5) for a in range(8)]
+        + [("tiny", 2)]
+        for i in range(n)
+    ]
+    return stamps, drawings
+
+
+CFG = DomainConfig(seen_artists=6, unseen_artists=5, distractors=50, max_per_caption=60)
+
+
+def test_domain_invariants():
+    stamps, drawings = catalog()
+    d = build_domain(stamps, drawings, CFG)
+    train_ids = {p.image_id for p in d.pretrain}
+    exemplars = [e for m in d.models for e in m.exemplars]
+    assert not train_ids & {e.image_id for e in exemplars}, "an exemplar was trained on"
+    assert {x.image_id for x in d.distractors} <= train_ids
+    assert len(d.captions) == len(d.pretrain)
+    words = {w for c in d.captions for w in c.split()}
+    for m in d.models:
+        if m.part is Part.OBJECT_UNSEEN:
+            assert m.noun not in words, f"unseen noun {m.noun!r} occurs in a caption"
+        if m.part is Part.STYLE_UNSEEN:
+            assert not any(p.group == m.noun for p in d.pretrain), "unseen artist trained on"
+        if m.part is Part.STYLE_SEEN:
+            assert any(p.group == m.noun for p in d.pretrain), "seen artist never trained on"
+        if m.kind == "style":
+            assert 4 <= len(m.exemplars) <= 12
+            assert all(e.group == m.noun for e in m.exemplars)
+        if m.part in (Part.TRAIN, Part.VAL):
+            assert m.noun in words or any(p.group == m.noun for p in d.pretrain)
+    parts = {m.part for m in d.models}
+    assert parts == set(Part)
+    assert all(caption(p, CFG).startswith(("a photo of a ", "a drawing of a ")) for p in d.pretrain)
+    assert not any(p.category == "lowercase" for p in d.pretrain)  # outside the domain
+    assert max(d.captions.count(c) for c in set(d.captions)) <= CFG.max_per_caption
+
+
+def test_domain_is_deterministic():
+    stamps, drawings = catalog()
+    a = build_domain(stamps, drawings, CFG)
+    b = build_domain(list(reversed(stamps)), list(reversed(drawings)), CFG)
+    assert a == b
+    c = build_domain(stamps, drawings, DomainConfig(**{**CFG.__dict__, "seed": 1}))
+    assert c != a
