@@ -356,3 +356,49 @@ def splits_push(path, repo_id, dry_run, create_pr):
         click.echo(f"dry run: {len(uploads)} files, {total} bytes to {repo_id} (nothing sent)")
         return
     click.echo(push_benchmark(path, repo_id, create_pr=create_pr))
+
+
+@splits.command(name="pretrain")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Run folder: checkpoints/ and, when done, pipeline/.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where sources are unpacked (default: the attrib-bench cache).",
+)
+@click.option("--vae-steps", default=3000, show_default=True)
+@click.option("--unet-steps", default=20000, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@_friendly
+def splits_pretrain(out, cache, vae_steps, unet_steps, batch_size, seed):
+    """Pretrain AbC-mini's tiny base model (resumable: rerun the same command)."""
+    from benchmark.progress import progress_bar
+    from benchmark.splits import cache_root
+    from splits.generate.domain import DomainConfig
+    from splits.generate.model import TinyModelConfig
+    from splits.generate.pool import load_domain, load_images
+    from splits.generate.pretrain import PretrainConfig, pretrain
+
+    model_cfg = TinyModelConfig()
+    domain = load_domain(cache or cache_root() / "sources", DomainConfig(seed=seed))
+    with progress_bar(len(domain.pretrain), "loading images") as bar:
+        images = load_images(domain.pretrain, model_cfg.image_size, bar)
+    cfg = PretrainConfig(
+        vae_steps=vae_steps, unet_steps=unet_steps, batch_size=batch_size, seed=seed
+    )
+    log = Path(out) / "train_log.tsv"
+    log.parent.mkdir(parents=True, exist_ok=True)
+
+    def progress(stage: str, step: int, loss: float) -> None:
+        if step % 50 == 0:
+            with log.open("a") as f:
+                f.write(f"{stage}\t{step}\t{loss:.5f}\n")
+
+    path = pretrain(out, images, list(domain.captions), model_cfg, cfg, progress)
+    click.echo(f"wrote {path} ({len(images)} training images)")

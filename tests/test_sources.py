@@ -74,3 +74,18 @@ def test_install_is_idempotent_and_errors_cleanly(tmp_path, monkeypatch):
 
 def test_every_package_has_a_license():
     assert all(p.license and p.url for p in sources.PACKAGES.values())
+
+
+def test_load_images_at_model_resolution(tmp_path):
+    from splits.generate.pool import load_images
+
+    png(tmp_path / "a.png", size=(40, 10))
+    png(tmp_path / "b.png", size=(8, 8), alpha=False)
+    items = [
+        sources.SourceImage(n, tmp_path / f"{n}.png", "p", "c", "", "g", "CC0-1.0")
+        for n in ("a", "b")
+    ]
+    seen = []
+    arr = load_images(items, 16, seen.append)
+    assert arr.shape == (2, 16, 16, 3) and arr.dtype.name == "uint8"
+    assert tuple(arr[1, 8, 8]) == (1, 2, 3) and seen == [1, 1]
