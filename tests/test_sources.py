@@ -47,6 +47,9 @@ def test_openclipart_catalog_reads_artist_and_title(tmp_path):
         (svg / "animals" / f"{name}.svg").write_text(SVG.format(title=name[:3], artist=artist))
     png(pngs / "animals/cat_01.png")
     png(pngs / "animals/dog_01.png")  # no artist: skipped
+    (svg / "animals").mkdir(parents=True, exist_ok=True)
+    (svg / "animals" / "huge_01.svg").write_text(SVG.format(title="huge", artist="Ada"))
+    png(pngs / "animals/huge_01.png", size=(5000, 4000), alpha=False)  # too big: skipped
     # owl has no PNG rendering: skipped
     images = sources.openclipart_images(tmp_path, tmp_path)
     assert [(i.image_id, i.group, i.caption, i.category) for i in images] == [

@@ -103,6 +103,18 @@ def install_debian(package: str, root: Path) -> Path:
     return dest
 
 
+MAX_PIXELS = 4096 * 4096  # a few renderings are huge (600M pixels): skip, never decode them
+
+
+def _png_pixels(path: Path) -> int:
+    """Width x height from a PNG's IHDR chunk, without decoding (0 if not a PNG)."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        return 0
+    return int.from_bytes(head[16:20], "big") * int.from_bytes(head[20:24], "big")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -152,7 +164,7 @@ def openclipart_images(svg_root: Path, png_root: Path) -> list[SourceImage]:
     for svg in sorted(svg_base.rglob("*.svg")):
         rel = svg.relative_to(svg_base).with_suffix("")
         png = png_base / rel.with_suffix(".png")
-        if not png.is_file():
+        if not png.is_file() or _png_pixels(png) > MAX_PIXELS:
             continue
         head = svg.read_text(encoding="utf-8", errors="replace")[:50_000]
         creator = _CREATOR.search(head)
