@@ -16,16 +16,7 @@ from splits.generate.customize import (
     load_delta,
     save_delta,
 )
-from splits.generate.model import (
-    TinyModelConfig,
-    assemble_pipeline,
-    build_models,
-    build_tokenizer,
-)
-
-SMALL = TinyModelConfig(
-    vae_channels=(16, 16, 16), unet_channels=(16, 32, 32), text_dim=32, text_layers=1, text_heads=2
-)
+from splits.generate.model import random_pipeline
 
 
 def noise_image(seed: int) -> Image.Image:
@@ -34,9 +25,7 @@ def noise_image(seed: int) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = build_tokenizer(["a", "photo", "of", "turtle"], SMALL.max_tokens)
-    pipe = assemble_pipeline(*build_models(SMALL, len(tok)), tok)
+    pipe = random_pipeline(["a", "photo", "of", "turtle"])
     root = tmp_path_factory.mktemp("base")
     pipe.save_pretrained(root)
     return root

@@ -9,13 +9,8 @@ pytest.importorskip("diffusers")
 
 from splits.generate.model import (
     TinyModelConfig,
-    assemble_pipeline,
-    build_models,
     build_tokenizer,
-)
-
-SMALL = TinyModelConfig(
-    vae_channels=(16, 16, 16), unet_channels=(16, 32, 32), text_dim=32, text_layers=1, text_heads=2
+    random_pipeline,
 )
 
 
@@ -38,10 +33,7 @@ def test_pipeline_saves_loads_and_samples_deterministically(tmp_path):
     import torch
     from diffusers import StableDiffusionPipeline
 
-    torch.manual_seed(0)
-    tok = build_tokenizer(["a", "photo", "of", "turtle", "drawing", "lamp"], SMALL.max_tokens)
-    pipe = assemble_pipeline(*build_models(SMALL, len(tok)), tok)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = random_pipeline(["a", "photo", "of", "turtle", "drawing", "lamp"])
     pipe.save_pretrained(tmp_path)
     assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     loaded = StableDiffusionPipeline.from_pretrained(tmp_path)

@@ -9,12 +9,9 @@ pytest.importorskip("diffusers")
 
 from safetensors.torch import load_file
 
-from splits.generate.model import TinyModelConfig
+from splits.generate.model import SMOKE as SMALL
 from splits.generate.pretrain import PretrainConfig, pretrain
 
-SMALL = TinyModelConfig(
-    vae_channels=(16, 16, 16), unet_channels=(16, 32, 32), text_dim=32, text_layers=1, text_heads=2
-)
 CFG = PretrainConfig(vae_steps=3, unet_steps=4, batch_size=4, checkpoint_every=2)
 
 

@@ -35,6 +35,27 @@ class TinyModelConfig:
         return self.image_size // 2 ** (len(self.vae_channels) - 1)
 
 
+# The same architecture, a few thousand parameters wide: smoke runs and tests.
+SMOKE = TinyModelConfig(
+    vae_channels=(16, 16, 16),
+    unet_channels=(16, 32, 32),
+    text_dim=32,
+    text_layers=1,
+    text_heads=2,
+)
+
+
+def random_pipeline(words: Iterable[str], cfg: TinyModelConfig = SMOKE, seed: int = 0):
+    """A randomly initialized pipeline whose tokenizer knows ``words``."""
+    import torch
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(words, cfg.max_tokens)
+    pipe = assemble_pipeline(*build_models(cfg, len(tokenizer)), tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def build_tokenizer(words: Iterable[str], max_tokens: int):
     """A word-level tokenizer over ``words`` (lower-cased), punctuation split off."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors

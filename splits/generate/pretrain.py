@@ -1,8 +1,9 @@
 """Pretrain the tiny base model from scratch: autoencoder first, then UNet + text encoder.
 
 Seeded and resumable: the data order of every epoch is a permutation drawn from (seed, epoch),
-and a checkpoint holds the weights, the optimizer state, the random state and the step, so a
-run that is stopped and resumed ends with exactly the weights of an uninterrupted run.
+each step's noise comes from a generator seeded by (seed, stage, step), and a checkpoint holds
+the weights, the optimizer state and the step, so a run that is stopped and resumed ends with
+exactly the weights of an uninterrupted run.
 
 Stage 1 trains the f=4 ``AutoencoderKL`` (reconstruction + a small KL term) and then sets its
 ``scaling_factor`` so that latents have unit variance, as Stable Diffusion's does. Stage 2
@@ -68,9 +69,7 @@ class _Checkpoints:
         tmp.mkdir(parents=True, exist_ok=True)
         for name, module in modules.items():
             save_file(module.state_dict(), str(tmp / f"{name}.safetensors"))
-        torch.save(
-            {"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, tmp / "optimizer.pt"
-        )
+        torch.save({"optimizer": opt.state_dict()}, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step}))
         tmp.rename(path)
         for old in sorted(self.dir.glob("step-*"))[:-2]:  # keep the last two
@@ -86,8 +85,46 @@ class _Checkpoints:
             module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
         state = torch.load(path / "optimizer.pt", weights_only=True)
         opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
         return json.loads((path / "state.json").read_text())["step"]
+
+
+def _run_stage(
+    out: Path,
+    stage: str,
+    modules: dict[str, torch.nn.Module],
+    lr: float,
+    steps: int,
+    n_images: int,
+    loss_fn: Callable[[np.ndarray, torch.Generator], torch.Tensor],
+    cfg: PretrainConfig,
+    progress: Callable[[str, int, float], None] | None,
+) -> None:
+    """Train ``modules`` for ``steps`` steps from the stage's latest checkpoint.
+
+    Each step draws its randomness from a generator seeded by (seed, stage, step), and its
+    batch from the epoch permutation, so resuming needs only weights, optimizer and step.
+    """
+    ck = _Checkpoints(out, stage)
+    params = [p for m in modules.values() for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    latest = ck.latest()
+    start = ck.load(latest, modules, opt) if latest else 0
+    for m in modules.values():
+        m.train()
+    stage_seed = cfg.seed * 1_000_003 + (0 if stage == "vae" else 500_009)
+    gen = torch.Generator()
+    for step, idx in _batches(n_images, cfg.batch_size, stage_seed, start):
+        if step >= steps:
+            break
+        gen.manual_seed(stage_seed + 7 * step)
+        loss = loss_fn(idx, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress(stage, step + 1, loss.item())
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps:
+            ck.save(step + 1, modules, opt)
 
 
 def pretrain(
@@ -112,24 +149,15 @@ def pretrain(
     x_all = _to_tensor(images)
 
     # Stage 1: autoencoder.
-    ck = _Checkpoints(out, "vae")
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr_vae, weight_decay=0.0)
-    start = ck.load(ck.latest(), {"vae": vae}, opt) if ck.latest() else 0
-    vae.train()
-    for step, idx in _batches(len(x_all), cfg.batch_size, cfg.seed, start):
-        if step >= cfg.vae_steps:
-            break
+    def vae_loss(idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         x = x_all[idx]
         post = vae.encode(x).latent_dist
-        recon = vae.decode(post.sample()).sample
-        loss = F.mse_loss(recon, x) + cfg.kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress:
-            progress("vae", step + 1, loss.item())
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
-            ck.save(step + 1, {"vae": vae}, opt)
+        recon = vae.decode(post.sample(gen)).sample
+        return F.mse_loss(recon, x) + cfg.kl_weight * post.kl().mean()
+
+    _run_stage(
+        out, "vae", {"vae": vae}, cfg.lr_vae, cfg.vae_steps, len(x_all), vae_loss, cfg, progress
+    )
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         sample = x_all[: min(len(x_all), 512)]
@@ -149,34 +177,28 @@ def pretrain(
     empty = tokenizer(
         [""], padding="max_length", max_length=model_cfg.max_tokens, return_tensors="pt"
     ).input_ids
-    ck = _Checkpoints(out, "unet")
-    params = list(unet.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr_unet, weight_decay=0.0)
-    modules = {"unet": unet, "text_encoder": text}
-    start = ck.load(ck.latest(), modules, opt) if ck.latest() else 0
-    unet.train()
-    text.train()
-    gen = torch.Generator()
-    for step, idx in _batches(len(x_all), cfg.batch_size, cfg.seed + 1, start):
-        if step >= cfg.unet_steps:
-            break
-        gen.manual_seed(cfg.seed * 1_000_003 + step)  # per-step stream: resumable
+
+    def unet_loss(idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         with torch.no_grad():
             latents = vae.encode(x_all[idx]).latent_dist.sample(gen) * vae.config.scaling_factor
         ids = ids_all[idx].clone()
-        drop = torch.rand(len(ids), generator=gen) < cfg.caption_dropout
-        ids[drop] = empty
+        ids[torch.rand(len(ids), generator=gen) < cfg.caption_dropout] = empty
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), generator=gen)
         pred = unet(sched.add_noise(latents, noise, t), t, text(ids)[0]).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress:
-            progress("unet", step + 1, loss.item())
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.unet_steps:
-            ck.save(step + 1, modules, opt)
+        return F.mse_loss(pred, noise)
+
+    _run_stage(
+        out,
+        "unet",
+        {"unet": unet, "text_encoder": text},
+        cfg.lr_unet,
+        cfg.unet_steps,
+        len(x_all),
+        unet_loss,
+        cfg,
+        progress,
+    )
     unet.eval()
     text.eval()
     pipe.save_pretrained(out / "pipeline")
