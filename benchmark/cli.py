@@ -317,7 +317,7 @@ def compare(a, b, measure, seed):
 
 @main.group()
 def splits() -> None:
-    """Maintain frozen benchmark versions (verify now; generate, freeze and push to come)."""
+    """Build, verify and publish benchmark versions (generate and freeze are still to come)."""
 
 
 @splits.command(name="verify")
