@@ -159,10 +159,13 @@ def pretrain(
         out, "vae", {"vae": vae}, cfg.lr_vae, cfg.vae_steps, len(x_all), vae_loss, cfg, progress
     )
     vae.eval().requires_grad_(False)
+    # The autoencoder is frozen from here on: encode every image once (mean and std of its
+    # latent distribution) instead of once per UNet step.
     with torch.no_grad():
-        sample = x_all[: min(len(x_all), 512)]
-        std = float(vae.encode(sample).latent_dist.mean.std())
-    vae.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
+        dists = [vae.encode(x_all[i : i + 256]).latent_dist for i in range(0, len(x_all), 256)]
+    lat_mean = torch.cat([d.mean for d in dists])
+    lat_std = torch.cat([d.std for d in dists])
+    vae.register_to_config(scaling_factor=1.0 / max(float(lat_mean[:512].std()), 1e-6))
 
     # Stage 2: UNet + text encoder on noise prediction.
     pipe = assemble_pipeline(vae, unet, text, tokenizer)
@@ -179,8 +182,8 @@ def pretrain(
     ).input_ids
 
     def unet_loss(idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        with torch.no_grad():
-            latents = vae.encode(x_all[idx]).latent_dist.sample(gen) * vae.config.scaling_factor
+        eps = torch.randn(lat_mean[idx].shape, generator=gen)
+        latents = (lat_mean[idx] + lat_std[idx] * eps) * vae.config.scaling_factor
         ids = ids_all[idx].clone()
         ids[torch.rand(len(ids), generator=gen) < cfg.caption_dropout] = empty
         noise = torch.randn(latents.shape, generator=gen)
