@@ -1,0 +1,206 @@
+"""End to end: customize every model of a domain, sample its queries, freeze a benchmark.
+
+Work is per customized model and resumable: a model whose ``done.json`` exists is skipped, so
+an interrupted run continues where it stopped, and ``num_shards`` / ``shard_index`` split the
+models over machines (each writes its own model folders; ``freeze`` runs once at the end).
+Queries are always sampled from the base model plus the saved delta, the same path anyone
+regenerating a query takes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from benchmark.splits import Benchmark, write_benchmark
+from benchmark.types import CustomModel, PromptType, Query
+from splits.generate.customize import CustomizeConfig, customize, load_delta, save_delta
+from splits.generate.domain import Domain, ModelSpec
+from splits.generate.sample import SamplerConfig, prompts, query_seed, sample
+from splits.generate.sources import square_rgb
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    base_model: str  # a local pipeline folder (or a Hub id for Stable Diffusion)
+    customize: CustomizeConfig = field(default_factory=CustomizeConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    queries_per_type: int = 8
+    prior_images: int = 8
+    image_size: int = 64
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def training_prompt(spec: ModelSpec) -> str:
+    if spec.kind == "object":
+        return f"a photo of a <new1> {spec.noun}"
+    return "a drawing in the style of <new1> art"
+
+
+def prompt_types(spec: ModelSpec) -> tuple[PromptType, PromptType]:
+    second = PromptType.MEDIA if spec.kind == "object" else PromptType.OBJECT
+    return PromptType.GPT, second
+
+
+def _load_base(cfg: GenerateConfig):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(cfg.base_model)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _prior(domain: Domain, spec: ModelSpec, count: int, size: int):
+    """Real training images for prior preservation: same caption noun, or any drawings."""
+    from splits.generate.domain import TEMPLATE
+
+    if spec.kind == "object":
+        want = TEMPLATE.format(medium="photo", noun=spec.noun)
+        pool = [p for p, c in zip(domain.pretrain, domain.captions, strict=True) if c == want]
+        cap = want
+    else:
+        pool = [p for p in domain.pretrain if p.package == "openclipart-png"]
+        cap = "a drawing"
+    return [(square_rgb(p.path, size), cap) for p in pool[:count]]
+
+
+def generate_models(
+    domain: Domain,
+    cfg: GenerateConfig,
+    out_dir: str | Path,
+    *,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Customize and sample this shard's models; return their folders."""
+    out = Path(out_dir)
+    folders = []
+    for spec in domain.models[shard_index::num_shards]:
+        folder = out / "models" / spec.model_id
+        folders.append(folder)
+        if (folder / "done.json").is_file():
+            continue
+        pipe = _load_base(cfg)
+        exemplars = [square_rgb(e.path, cfg.image_size) for e in spec.exemplars]
+        stats = customize(
+            pipe,
+            exemplars,
+            training_prompt(spec),
+            cfg.customize,
+            prior=_prior(domain, spec, cfg.prior_images, cfg.image_size),
+        )
+        save_delta(pipe, folder / "delta", cfg.customize.token)
+        regen = _load_base(cfg)
+        load_delta(regen, folder / "delta")
+        records = []
+        for ptype in prompt_types(spec):
+            texts = prompts(spec.kind, ptype, cfg.queries_per_type, category=spec.noun)
+            seeds = [query_seed(spec.model_id, ptype, i) for i in range(len(texts))]
+            for i, (text, seed, image) in enumerate(
+                zip(texts, seeds, sample(regen, texts, seeds, cfg.sampler), strict=True)
+            ):
+                qid = f"{spec.model_id}-{ptype.value}-{i:02d}"
+                (folder / "queries").mkdir(parents=True, exist_ok=True)
+                image.save(folder / "queries" / f"{qid}.png")
+                records.append(
+                    {"query_id": qid, "prompt": text, "prompt_type": ptype.value, "seed": seed}
+                )
+        (folder / "done.json").write_text(
+            json.dumps(
+                {
+                    "model_id": spec.model_id,
+                    "part": spec.part.value,
+                    "kind": spec.kind,
+                    "noun": spec.noun,
+                    "exemplars": [e.image_id for e in spec.exemplars],
+                    "training_prompt": training_prompt(spec),
+                    "customize": stats,
+                    "queries": records,
+                },
+                indent=1,
+            )
+        )
+        if progress:
+            progress(spec.model_id)
+    return folders
+
+
+def freeze(
+    domain: Domain,
+    cfg: GenerateConfig,
+    out_dir: str | Path,
+    dest: str | Path,
+    *,
+    name: str,
+    version: str,
+    description: str,
+) -> Benchmark:
+    """Write the benchmark folder from finished model folders (all shards must be done)."""
+    out = Path(out_dir)
+    models, queries, exemplars = [], [], {}
+    for spec in domain.models:
+        done = out / "models" / spec.model_id / "done.json"
+        if not done.is_file():
+            raise FileNotFoundError(f"{done}: model not generated yet; run generate first")
+        info = json.loads(done.read_text())
+        category = spec.noun if spec.kind == "object" else "style"
+        models.append(
+            CustomModel(
+                spec.model_id, spec.part, category, tuple(e.image_id for e in spec.exemplars)
+            )
+        )
+        for e in spec.exemplars:
+            exemplars[e.image_id] = _png(square_rgb(e.path, cfg.image_size))
+        for r in info["queries"]:
+            q = Query(
+                r["query_id"],
+                spec.model_id,
+                spec.part,
+                r["prompt"],
+                PromptType(r["prompt_type"]),
+                r["seed"],
+                cfg.sampler.scheduler,
+            )
+            data = (out / "models" / spec.model_id / "queries" / f"{q.query_id}.png").read_bytes()
+            queries.append((q, data))
+    distractors = [
+        (d.image_id, c, _png(square_rgb(d.path, cfg.image_size)))
+        for d, c in zip(domain.distractors, _captions(domain), strict=True)
+    ]
+    licenses = sorted({(e.package, e.license) for e in domain.pretrain})
+    return write_benchmark(
+        dest,
+        name=name,
+        version=version,
+        description=description,
+        license="mixed: see sources",
+        models=models,
+        queries=queries,
+        exemplars=list(exemplars.items()),
+        distractors=distractors,
+        generator={
+            "base_model": cfg.base_model,
+            "customize": cfg.customize.to_dict(),
+            "sampler": cfg.sampler.to_dict(),
+            "queries_per_type": cfg.queries_per_type,
+            "prior_images": cfg.prior_images,
+            "image_size": cfg.image_size,
+        },
+        sources=[{"name": p, "license": lic} for p, lic in licenses],
+    )
+
+
+def _captions(domain: Domain) -> list[str]:
+    by_id = dict(zip((p.image_id for p in domain.pretrain), domain.captions, strict=True))
+    return [by_id[d.image_id] for d in domain.distractors]
