@@ -402,3 +402,75 @@ def splits_pretrain(out, cache, vae_steps, unet_steps, batch_size, seed):
 
     path = pretrain(out, images, list(domain.captions), model_cfg, cfg, progress)
     click.echo(f"wrote {path} ({len(images)} training images)")
+
+
+@splits.command(name="generate")
+@click.argument("config")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option("--num-shards", default=1, show_default=True, help="Split models over machines.")
+@click.option("--shard-index", default=0, show_default=True)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where sources are unpacked (default: the attrib-bench cache).",
+)
+@_friendly
+def splits_generate(config, out, num_shards, shard_index, cache):
+    """Customize and sample every model of CONFIG (resumable; rerun to continue)."""
+    from benchmark.progress import progress_bar
+    from benchmark.splits import cache_root
+    from splits.generate.config import load_recipe
+    from splits.generate.pipeline import generate_models
+    from splits.generate.pool import load_domain
+
+    if not 0 <= shard_index < num_shards:
+        raise AttribBenchError(
+            None,
+            "--shard-index",
+            f"{shard_index} is not in [0, {num_shards})",
+            "use 0 .. num-shards - 1",
+        )
+    recipe = load_recipe(config)
+    domain = load_domain(cache or cache_root() / "sources", recipe.domain)
+    mine = len(domain.models[shard_index::num_shards])
+    with progress_bar(mine, "customized models") as bar:
+        folders = generate_models(
+            domain,
+            recipe.generate,
+            out,
+            num_shards=num_shards,
+            shard_index=shard_index,
+            progress=lambda _: bar(1),
+        )
+    click.echo(f"{len(folders)} models done in {out}/models (shard {shard_index}/{num_shards})")
+
+
+@splits.command(name="freeze")
+@click.argument("config")
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--dest", required=True, type=click.Path(path_type=Path))
+@click.option("--cache", type=click.Path(path_type=Path), default=None)
+@_friendly
+def splits_freeze(config, run_dir, dest, cache):
+    """Write the benchmark folder (Parquet shards, card, manifest) from a finished run."""
+    from benchmark.splits import cache_root
+    from splits.generate.config import load_recipe
+    from splits.generate.pipeline import freeze
+    from splits.generate.pool import load_domain
+
+    recipe = load_recipe(config)
+    domain = load_domain(cache or cache_root() / "sources", recipe.domain)
+    bench = freeze(
+        domain,
+        recipe.generate,
+        run_dir,
+        dest,
+        name=recipe.name,
+        version=recipe.version,
+        description=recipe.description,
+    )
+    click.echo(
+        f"froze {bench.name} {bench.version} into {dest} "
+        f"(manifest sha256 {bench.manifest_sha256[:12]})"
+    )

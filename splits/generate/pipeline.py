@@ -53,10 +53,14 @@ def prompt_types(spec: ModelSpec) -> tuple[PromptType, PromptType]:
 
 
 def _load_base(cfg: GenerateConfig):
+    import diffusers
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(cfg.base_model)
     pipe.set_progress_bar_config(disable=True)
+    if type(pipe.scheduler).__name__ != cfg.sampler.scheduler:  # e.g. SD v1.4 ships PNDM
+        scheduler_cls = getattr(diffusers, cfg.sampler.scheduler)
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
     return pipe
 
 

@@ -1,0 +1,36 @@
+"""Generation configs: both shipped recipes load; typos are clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.errors import AttribBenchError
+from splits.generate.config import load_recipe, resolve_base_model
+
+
+def test_shipped_recipes_load():
+    mini = load_recipe("abc-mini")
+    assert mini.name == "abc-mini" and mini.generate.image_size == 64
+    assert mini.generate.base_model.endswith("splits/abc-mini/base-model")
+    sd = load_recipe("sd-v1-4")
+    assert sd.generate.base_model == "CompVis/stable-diffusion-v1-4"
+    assert sd.generate.sampler.height == 512 and sd.generate.customize.steps == 250
+    # Same code, different settings only.
+    assert type(sd.generate) is type(mini.generate)
+
+
+def test_unknown_setting_is_named(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"base_model": "a/b", "customize": {"stpes": 3}}))
+    with pytest.raises(AttribBenchError, match=r"customize\.stpes"):
+        load_recipe(path)
+    path.write_text("{")
+    with pytest.raises(AttribBenchError, match="cannot read config"):
+        load_recipe(path)
+
+
+def test_base_model_resolution():
+    assert resolve_base_model("CompVis/stable-diffusion-v1-4") == "CompVis/stable-diffusion-v1-4"
+    assert resolve_base_model("splits/abc-mini/base-model").startswith("/")
