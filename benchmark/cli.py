@@ -379,14 +379,13 @@ def splits_push(path, repo_id, dry_run, create_pr):
 def splits_pretrain(out, cache, vae_steps, unet_steps, batch_size, seed):
     """Pretrain AbC-mini's tiny base model (resumable: rerun the same command)."""
     from benchmark.progress import progress_bar
-    from benchmark.splits import cache_root
     from splits.generate.domain import DomainConfig
     from splits.generate.model import TinyModelConfig
     from splits.generate.pool import load_domain, load_images
     from splits.generate.pretrain import PretrainConfig, pretrain
 
     model_cfg = TinyModelConfig()
-    domain = load_domain(cache or cache_root() / "sources", DomainConfig(seed=seed))
+    domain = load_domain(cache, DomainConfig(seed=seed))
     with progress_bar(len(domain.pretrain), "loading images") as bar:
         images = load_images(domain.pretrain, model_cfg.image_size, bar)
     cfg = PretrainConfig(
@@ -419,7 +418,6 @@ def splits_pretrain(out, cache, vae_steps, unet_steps, batch_size, seed):
 def splits_generate(config, out, num_shards, shard_index, cache):
     """Customize and sample every model of CONFIG (resumable; rerun to continue)."""
     from benchmark.progress import progress_bar
-    from benchmark.splits import cache_root
     from splits.generate.config import load_recipe
     from splits.generate.pipeline import generate_models
     from splits.generate.pool import load_domain
@@ -432,7 +430,7 @@ def splits_generate(config, out, num_shards, shard_index, cache):
             "use 0 .. num-shards - 1",
         )
     recipe = load_recipe(config)
-    domain = load_domain(cache or cache_root() / "sources", recipe.domain)
+    domain = load_domain(cache, recipe.domain)
     mine = len(domain.models[shard_index::num_shards])
     with progress_bar(mine, "customized models") as bar:
         folders = generate_models(
@@ -454,13 +452,12 @@ def splits_generate(config, out, num_shards, shard_index, cache):
 @_friendly
 def splits_freeze(config, run_dir, dest, cache):
     """Write the benchmark folder (Parquet shards, card, manifest) from a finished run."""
-    from benchmark.splits import cache_root
     from splits.generate.config import load_recipe
     from splits.generate.pipeline import freeze
     from splits.generate.pool import load_domain
 
     recipe = load_recipe(config)
-    domain = load_domain(cache or cache_root() / "sources", recipe.domain)
+    domain = load_domain(cache, recipe.domain)
     bench = freeze(
         domain,
         recipe.generate,

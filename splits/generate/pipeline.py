@@ -20,7 +20,7 @@ from PIL import Image
 from benchmark.splits import Benchmark, write_benchmark
 from benchmark.types import CustomModel, PromptType, Query
 from splits.generate.customize import CustomizeConfig, customize, load_delta, save_delta
-from splits.generate.domain import Domain, ModelSpec
+from splits.generate.domain import TEMPLATE, Domain, ModelSpec
 from splits.generate.sample import SamplerConfig, prompts, query_seed, sample
 from splits.generate.sources import square_rgb
 
@@ -66,8 +66,6 @@ def _load_base(cfg: GenerateConfig):
 
 def _prior(domain: Domain, spec: ModelSpec, count: int, size: int):
     """Real training images for prior preservation: same caption noun, or any drawings."""
-    from splits.generate.domain import TEMPLATE
-
     if spec.kind == "object":
         want = TEMPLATE.format(medium="photo", noun=spec.noun)
         pool = [p for p, c in zip(domain.pretrain, domain.captions, strict=True) if c == want]

@@ -15,8 +15,11 @@ def install_sources(cache: Path) -> dict[str, Path]:
     return {name: sources.install_debian(name, cache / "debian") for name in sources.PACKAGES}
 
 
-def load_domain(cache: Path, cfg: DomainConfig) -> Domain:
-    roots = install_sources(cache)
+def load_domain(cache: Path | None, cfg: DomainConfig) -> Domain:
+    """Install (once) and catalog the sources under ``cache`` (default: attrib-bench's cache)."""
+    from benchmark.splits import cache_root
+
+    roots = install_sources(cache or cache_root() / "sources")
     stamps = sources.tuxpaint_images(roots["tuxpaint-stamps-default"])
     drawings = sources.openclipart_images(roots["openclipart-svg"], roots["openclipart-png"])
     return build_domain(stamps, drawings, cfg)
