@@ -359,11 +359,12 @@ def splits_push(path, repo_id, dry_run, create_pr):
 
 
 @splits.command(name="pretrain")
+@click.argument("config")
 @click.option(
     "--out",
     required=True,
     type=click.Path(path_type=Path),
-    help="Run folder: checkpoints/ and, when done, pipeline/.",
+    help="Run folder: checkpoints/, train_log.tsv and, when done, pipeline/.",
 )
 @click.option(
     "--cache",
@@ -371,35 +372,33 @@ def splits_push(path, repo_id, dry_run, create_pr):
     default=None,
     help="Where sources are unpacked (default: the attrib-bench cache).",
 )
-@click.option("--vae-steps", default=3000, show_default=True)
-@click.option("--unet-steps", default=20000, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--seed", default=0, show_default=True)
 @_friendly
-def splits_pretrain(out, cache, vae_steps, unet_steps, batch_size, seed):
-    """Pretrain AbC-mini's tiny base model (resumable: rerun the same command)."""
+def splits_pretrain(config, out, cache):
+    """Pretrain the tiny base model of CONFIG (resumable: rerun the same command)."""
     from benchmark.progress import progress_bar
-    from splits.generate.domain import DomainConfig
-    from splits.generate.model import TinyModelConfig
+    from splits.generate.config import load_recipe
     from splits.generate.pool import load_domain, load_images
-    from splits.generate.pretrain import PretrainConfig, pretrain
+    from splits.generate.pretrain import pretrain
+    from splits.generate.sample import prompt_words
 
-    model_cfg = TinyModelConfig()
-    domain = load_domain(cache, DomainConfig(seed=seed))
+    recipe = load_recipe(config)
+    domain = load_domain(cache, recipe.domain)
     with progress_bar(len(domain.pretrain), "loading images") as bar:
-        images = load_images(domain.pretrain, model_cfg.image_size, bar)
-    cfg = PretrainConfig(
-        vae_steps=vae_steps, unet_steps=unet_steps, batch_size=batch_size, seed=seed
-    )
+        images = load_images(domain.pretrain, recipe.model.image_size, bar)
+    cfg = recipe.pretrain
     log = Path(out) / "train_log.tsv"
     log.parent.mkdir(parents=True, exist_ok=True)
+    with progress_bar(cfg.vae_steps + cfg.unet_steps, "pretraining") as bar:
 
-    def progress(stage: str, step: int, loss: float) -> None:
-        if step % 50 == 0:
-            with log.open("a") as f:
-                f.write(f"{stage}\t{step}\t{loss:.5f}\n")
+        def progress(stage: str, step: int, loss: float) -> None:
+            bar(1)
+            if step % 50 == 0:
+                with log.open("a") as f:
+                    f.write(f"{stage}\t{step}\t{loss:.5f}\n")
 
-    path = pretrain(out, images, list(domain.captions), model_cfg, cfg, progress)
+        path = pretrain(
+            out, images, list(domain.captions), recipe.model, cfg, progress, prompt_words()
+        )
     click.echo(f"wrote {path} ({len(images)} training images)")
 
 

@@ -101,3 +101,47 @@ def test_delta_regenerates_queries_exactly(base_dir, tmp_path):
     # The in-memory model uses the same weights (attn1 runs another kernel: float noise only).
     assert np.allclose(sample(pipe, prompt), a, atol=1e-4)
     assert not np.allclose(sample(load(base_dir), "a photo of a turtle"), a, atol=1e-4)
+
+
+def _kv(pipe) -> dict[str, torch.Tensor]:
+    procs = pipe.unet.attn_processors
+    return {
+        f"{name}.{kv}": getattr(proc, f"{kv}_custom_diffusion").weight.detach().clone()
+        for name, proc in procs.items()
+        if name.endswith("attn2.processor")
+        for kv in ("to_k", "to_v")
+    }
+
+
+def test_lowrank_delta_is_the_truncated_update_and_regenerates_exactly(base_dir, tmp_path):
+    pipe = load(base_dir)
+    customize(
+        pipe,
+        [noise_image(1), noise_image(2)],
+        "a photo of a <new1> turtle",
+        CustomizeConfig(steps=3, batch_size=2, lr_kv=1e-2),
+    )
+    trained = _kv(pipe)
+    full_rank = max(min(w.shape) for w in trained.values())
+    for rank, tol in ((1, None), (full_rank, 2e-3)):
+        out = save_delta(pipe, tmp_path / f"r{rank}", "<new1>", rank=rank)
+        assert {p.name for p in out.iterdir()} == {
+            "custom_diffusion_lowrank.safetensors",
+            "token_embedding.safetensors",
+        }
+        first, second = load(base_dir), load(base_dir)
+        load_delta(first, out)
+        load_delta(second, out)
+        loaded = _kv(first)
+        base = load(base_dir).unet
+        for key, w in loaded.items():
+            layer, kv = (
+                key.removesuffix(".processor.to_k").removesuffix(".processor.to_v"),
+                key[-4:],
+            )
+            update = w - base.get_submodule(layer).get_submodule(kv).weight
+            assert torch.linalg.matrix_rank(update.double(), rtol=1e-3) <= rank
+            if tol is not None:  # full rank: only fp16 rounding away from the trained weights
+                assert torch.allclose(w, trained[key], atol=tol), key
+        prompt = "a photo of a <new1> turtle"
+        assert np.array_equal(sample(first, prompt), sample(second, prompt))

@@ -14,6 +14,10 @@ def test_shipped_recipes_load():
     mini = load_recipe("abc-mini")
     assert mini.name == "abc-mini" and mini.generate.image_size == 64
     assert mini.generate.base_model.endswith("splits/abc-mini/base-model")
+    assert mini.generate.template_prompts and not load_recipe("sd-v1-4").generate.template_prompts
+    # The base model's architecture and pretraining are part of the recipe (lists -> tuples).
+    assert mini.model.vae_channels == (16, 32, 64) and mini.model.latent_size == 16
+    assert mini.pretrain.unet_steps > mini.pretrain.vae_steps > 0
     sd = load_recipe("sd-v1-4")
     assert sd.generate.base_model == "CompVis/stable-diffusion-v1-4"
     assert sd.generate.sampler.height == 512 and sd.generate.customize.steps == 250
@@ -25,6 +29,9 @@ def test_unknown_setting_is_named(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"base_model": "a/b", "customize": {"stpes": 3}}))
     with pytest.raises(AttribBenchError, match=r"customize\.stpes"):
+        load_recipe(path)
+    path.write_text(json.dumps({"base_model": "a/b", "model": {"unet_chanels": [8]}}))
+    with pytest.raises(AttribBenchError, match=r"model\.unet_chanels"):
         load_recipe(path)
     path.write_text("{")
     with pytest.raises(AttribBenchError, match="cannot read config"):

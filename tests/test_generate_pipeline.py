@@ -99,3 +99,44 @@ def test_freeze_writes_a_loadable_benchmark(setup):
     assert set(bench.exemplar_ids) == {"bird0", "drw0", "drw1"}
     assert len(bench.distractor_ids) == 3
     assert bench.manifest["generator"]["queries_per_type"] == 2
+
+
+def test_compressed_deltas_and_base_samples(setup):
+    from dataclasses import replace
+
+    from splits.generate.pipeline import untokened
+
+    root, domain, cfg = setup
+    cfg = replace(
+        cfg,
+        customize=replace(cfg.customize, delta_rank=2),
+        base_samples=True,
+        template_prompts=True,
+    )
+    out = root / "run-lowrank"
+    generate_models(domain, cfg, out)
+    import json
+
+    for spec in domain.models:
+        folder = out / "models" / spec.model_id
+        assert (folder / "delta" / "custom_diffusion_lowrank.safetensors").is_file()
+        info = json.loads((folder / "done.json").read_text())
+        for q in info["queries"]:
+            phrased = "of a <new1> bird" in q["prompt"] or q["prompt"].startswith("a drawing of ")
+            assert phrased, q["prompt"]
+            custom = np.asarray(Image.open(folder / "queries" / f"{q['query_id']}.png"))
+            base = np.asarray(Image.open(folder / "base" / f"{q['query_id']}.png"))
+            assert custom.shape == base.shape == (64, 64, 3)
+            # Same seed, the prompt without the token, the base model: same image as sampling
+            # the base model directly.
+            direct = sample(_plain(cfg), [untokened(q["prompt"])], [q["seed"]], cfg.sampler)[0]
+            assert np.array_equal(np.asarray(direct), base)
+    assert untokened("a photo of a <new1> bird") == "a photo of a bird"
+
+
+def _plain(cfg):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(cfg.base_model)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmark.types import PromptType
-from splits.generate.sample import SamplerConfig, prompts, query_seed, sample
+from splits.generate.sample import SamplerConfig, prompt_words, prompts, query_seed, sample
 
 
 def test_prompt_types_follow_abc():
@@ -21,6 +21,41 @@ def test_prompt_types_follow_abc():
     )
     with pytest.raises(ValueError):
         prompts("object", PromptType.OBJECT, 1)
+
+
+CASES = [
+    ("object", PromptType.MEDIA),
+    ("object", PromptType.GPT),
+    ("style", PromptType.OBJECT),
+    ("style", PromptType.GPT),
+]
+
+
+def test_template_prompts_start_like_the_small_models_captions():
+    media = prompts("object", PromptType.MEDIA, 10, category="turtle", template=True)
+    assert media[0] == "a charcoal drawing of a <new1> turtle" and len(set(media)) == 10
+    gpt = prompts("object", PromptType.GPT, 10, category="turtle", template=True)
+    assert all(p.startswith("a photo of a <new1> turtle ") for p in gpt) and len(set(gpt)) == 10
+    for ptype in (PromptType.OBJECT, PromptType.GPT):
+        style = prompts("style", ptype, 10, template=True)
+        assert all(p.startswith("a drawing of ") and p.endswith(" <new1> art") for p in style)
+    # Same prompts otherwise: the template adds words, it never drops the prompt's own.
+    for kind, ptype in CASES:
+        for plain, phrased in zip(
+            prompts(kind, ptype, 10, category="turtle"),
+            prompts(kind, ptype, 10, category="turtle", template=True),
+            strict=True,
+        ):
+            rest = phrased.split()
+            assert all(w in rest for w in plain.split() if w != "picture")
+
+
+def test_prompt_words_cover_every_prompt():
+    known = set(prompt_words()) | {"<new1>", "turtle"}
+    for kind, ptype in CASES:
+        for template in (False, True):
+            for p in prompts(kind, ptype, 10, category="turtle", template=template):
+                assert set(p.split()) <= known, p
 
 
 def test_seeds_are_stable_and_distinct():

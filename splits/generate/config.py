@@ -15,7 +15,9 @@ from typing import Any
 from benchmark.errors import AttribBenchError
 from splits.generate.customize import CustomizeConfig
 from splits.generate.domain import DomainConfig
+from splits.generate.model import TinyModelConfig
 from splits.generate.pipeline import GenerateConfig
+from splits.generate.pretrain import PretrainConfig
 from splits.generate.sample import SamplerConfig
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -28,6 +30,8 @@ class Recipe:
     description: str
     generate: GenerateConfig
     domain: DomainConfig
+    model: TinyModelConfig
+    pretrain: PretrainConfig
 
 
 def _build(cls, data: dict[str, Any], source: Path, field: str):
@@ -65,6 +69,8 @@ def load_recipe(path: str | Path) -> Recipe:
     data = dict(data)
     head = {k: data.pop(k) for k in ("name", "version", "description") if k in data}
     domain = _build(DomainConfig, data.pop("domain", {}), path, "domain")
+    model = _build(TinyModelConfig, _tuples(data.pop("model", {})), path, "model")
+    pretrain = _build(PretrainConfig, data.pop("pretrain", {}), path, "pretrain")
     nested = {
         "customize": _build(CustomizeConfig, data.pop("customize", {}), path, "customize"),
         "sampler": _build(SamplerConfig, data.pop("sampler", {}), path, "sampler"),
@@ -77,4 +83,11 @@ def load_recipe(path: str | Path) -> Recipe:
         head.get("description", ""),
         gen,
         domain,
+        model,
+        pretrain,
     )
+
+
+def _tuples(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON lists become tuples (the model config's channel widths are tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

@@ -8,8 +8,13 @@ images keep the rest of the model's knowledge. Everything else stays frozen.
 
 A customized model is stored as a small delta: diffusers' own attention-processor file
 (``save_attn_procs``, safetensors) plus the token's embedding, so any query can be regenerated
-from the base model and the delta. The same code runs on ``CompVis/stable-diffusion-v1-4``
-with a different config (resolution, steps, learning rates).
+from the base model and the delta. With ``delta_rank`` set, the key/value updates are stored
+compressed instead, as Custom Diffusion's paper proposes: the best rank-r approximation
+(truncated SVD) of each update W_custom - W_base, in fp16. Queries are always sampled from the
+loaded delta, so a compressed delta regenerates them exactly as well.
+
+The same code runs on ``CompVis/stable-diffusion-v1-4`` with a different config (resolution,
+steps, learning rates).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 ATTN_WEIGHTS = "pytorch_custom_diffusion_weights.safetensors"
+LOWRANK_WEIGHTS = "custom_diffusion_lowrank.safetensors"
+KV = ("to_k", "to_v")
 TOKEN_WEIGHTS = "token_embedding.safetensors"
 
 
@@ -38,6 +45,7 @@ class CustomizeConfig:
     hflip: bool = True
     seed: int = 0
     init_word: str | None = None  # the new token starts from this word's embedding
+    delta_rank: int | None = None  # store k/v updates as rank-r factors (None: full weights)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,8 +123,9 @@ def customize(
         weight_decay=0.0,
     )
     frozen_rows = emb.detach().clone()
-    inst = torch.stack([_to_tensor(im, size) for im in exemplars])
-    prior_x = torch.stack([_to_tensor(im, size) for im, _ in prior]) if prior else None
+    # The autoencoder is frozen: encode every image (and its mirror image) once.
+    inst = _latent_dists(pipe, [_to_tensor(im, size) for im in exemplars])
+    prior_d = _latent_dists(pipe, [_to_tensor(im, size) for im, _ in prior]) if prior else None
     ids = _encode_ids(pipe, [prompt])
     prior_ids = _encode_ids(pipe, [c for _, c in prior]) if prior else None
     sched = pipe.scheduler
@@ -124,23 +133,23 @@ def customize(
     pipe.unet.train()
     losses = []
     for step in range(cfg.steps):
-        x, cap = _batch(inst, ids, cfg.batch_size, gen, cfg.hflip)
-        parts = [(x, cap, 1.0)]
-        if prior_x is not None:
-            px, pcap = _batch(prior_x, prior_ids, cfg.batch_size, gen, cfg.hflip)
-            parts.append((px, pcap, cfg.prior_weight))
-        loss = torch.zeros((), device=device)
-        for images, caps, weight in parts:
-            with torch.no_grad():
-                latents = pipe.vae.encode(images.to(device)).latent_dist.sample(gen) * scale
-            noise = torch.randn(latents.shape, generator=gen).to(device)
-            t = torch.randint(
-                0, sched.config.num_train_timesteps, (len(latents),), generator=gen
-            ).to(device)
-            noisy = sched.add_noise(latents, noise, t)
-            cond = pipe.text_encoder(caps.to(device))[0]
-            pred = pipe.unet(noisy, t, cond).sample
-            loss = loss + weight * F.mse_loss(pred, noise)
+        # Exemplars and prior images share one UNet pass; the loss weighs the two halves.
+        batches = [_batch(inst, ids, cfg.batch_size, gen, cfg.hflip)]
+        if prior_d is not None:
+            batches.append(_batch(prior_d, prior_ids, cfg.batch_size, gen, cfg.hflip))
+        mean = torch.cat([b[0] for b in batches])
+        std = torch.cat([b[1] for b in batches])
+        caps = torch.cat([b[2] for b in batches]).to(device)
+        latents = (mean + std * torch.randn(mean.shape, generator=gen)).to(device) * scale
+        noise = torch.randn(latents.shape, generator=gen).to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), generator=gen)
+        noisy = sched.add_noise(latents, noise, t.to(device))
+        pred = pipe.unet(noisy, t.to(device), pipe.text_encoder(caps)[0]).sample
+        per_image = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        n = cfg.batch_size
+        loss = per_image[:n].mean()
+        if prior_d is not None:
+            loss = loss + cfg.prior_weight * per_image[n:].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         # Only the new token's row of the embedding table learns.
@@ -172,27 +181,63 @@ def _encode_ids(pipe, captions: list[str]) -> torch.Tensor:
     ).input_ids
 
 
-def _batch(images, ids, n, gen, hflip):
-    pick = torch.randint(0, len(images), (n,), generator=gen)
-    x = images[pick]
-    if hflip:
-        flip = torch.rand(n, generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    cap = ids[pick] if len(ids) == len(images) else ids.expand(n, -1)
-    return x, cap
+def _latent_dists(pipe, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the latent distribution of each image and of its mirror image.
+
+    Returns tensors [2, N, C, h, w]: index 0 the images as given, 1 flipped left-right.
+    """
+    x = torch.stack(images).to(pipe.vae.device)
+    with torch.no_grad():
+        dists = [pipe.vae.encode(v).latent_dist for v in (x, x.flip(-1))]
+    return torch.stack([d.mean for d in dists]).cpu(), torch.stack([d.std for d in dists]).cpu()
 
 
-def save_delta(pipe, out_dir: str | Path, token: str) -> Path:
-    """Write the customized model's delta: attention processors + the token's embedding."""
+def _batch(dists, ids, n, gen, hflip):
+    """``n`` random images (randomly mirrored): latent mean, std and caption ids."""
+    mean, std = dists
+    pick = torch.randint(0, mean.shape[1], (n,), generator=gen)
+    flip = (
+        (torch.rand(n, generator=gen) < 0.5).long() if hflip else torch.zeros(n, dtype=torch.long)
+    )
+    cap = ids[pick] if len(ids) == mean.shape[1] else ids.expand(n, -1)
+    return mean[flip, pick], std[flip, pick], cap
+
+
+def save_delta(pipe, out_dir: str | Path, token: str, rank: int | None = None) -> Path:
+    """Write the customized model's delta: attention processors + the token's embedding.
+
+    ``rank``: store each key/value update as fp16 rank-r factors (module docstring) instead
+    of diffusers' full attention-processor file.
+    """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe.unet.save_attn_procs(out, weight_name=ATTN_WEIGHTS, safe_serialization=True)
+    if rank is None:
+        pipe.unet.save_attn_procs(out, weight_name=ATTN_WEIGHTS, safe_serialization=True)
+    else:
+        save_file(_lowrank_factors(pipe.unet, rank), str(out / LOWRANK_WEIGHTS))
     token_id = pipe.tokenizer.convert_tokens_to_ids(token)
     vec = pipe.text_encoder.get_input_embeddings().weight[token_id].detach().cpu().clone()
     save_file({"embedding": vec}, str(out / TOKEN_WEIGHTS), metadata={"token": token})
     return out
+
+
+def _lowrank_factors(unet, rank: int) -> dict[str, torch.Tensor]:
+    """``{layer}.{to_k|to_v}.up`` [out, r] and ``.down`` [r, in] with up @ down ~ the update."""
+    factors = {}
+    for name, proc in unet.attn_processors.items():
+        if not name.endswith("attn2.processor"):
+            continue
+        attn = unet.get_submodule(name.removesuffix(".processor"))
+        for kv in KV:
+            base = getattr(attn, kv).weight.detach().float()
+            custom = getattr(proc, f"{kv}_custom_diffusion").weight.detach().float()
+            u, s, vh = torch.linalg.svd(custom - base, full_matrices=False)
+            layer = name.removesuffix(".processor")
+            factors[f"{layer}.{kv}.up"] = (u[:, :rank] * s[:rank]).half().contiguous()
+            factors[f"{layer}.{kv}.down"] = vh[:rank].half().contiguous()
+    return factors
 
 
 def load_delta(pipe, delta_dir: str | Path) -> None:
@@ -207,16 +252,28 @@ def load_delta(pipe, delta_dir: str | Path) -> None:
     from safetensors.torch import load_file
 
     delta = Path(delta_dir)
-    grouped: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in load_file(delta / ATTN_WEIGHTS).items():
-        layer, _, param = key.partition(".processor.")
-        grouped.setdefault(f"{layer}.processor", {})[param] = value
-    install_processors(pipe.unet)
+    install_processors(pipe.unet)  # initialized from the base weights
     processors = pipe.unet.attn_processors
-    for name, weights in grouped.items():
-        if name not in processors:
-            raise ValueError(f"{delta / ATTN_WEIGHTS}: no attention layer {name} in this UNet")
-        processors[name].load_state_dict(weights)
+    if (delta / LOWRANK_WEIGHTS).is_file():
+        factors = load_file(delta / LOWRANK_WEIGHTS)
+        layers = {key.rsplit(".", 2)[0] for key in factors}
+        for layer in sorted(layers):
+            proc = processors.get(f"{layer}.processor")
+            if proc is None:
+                raise ValueError(f"{delta / LOWRANK_WEIGHTS}: no attention layer {layer}")
+            for kv in KV:
+                up, down = factors[f"{layer}.{kv}.up"], factors[f"{layer}.{kv}.down"]
+                with torch.no_grad():
+                    getattr(proc, f"{kv}_custom_diffusion").weight += up.float() @ down.float()
+    else:
+        grouped: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in load_file(delta / ATTN_WEIGHTS).items():
+            layer, _, param = key.partition(".processor.")
+            grouped.setdefault(f"{layer}.processor", {})[param] = value
+        for name, weights in grouped.items():
+            if name not in processors:
+                raise ValueError(f"{delta / ATTN_WEIGHTS}: no attention layer {name} in this UNet")
+            processors[name].load_state_dict(weights)
     with safe_open(str(delta / TOKEN_WEIGHTS), framework="pt") as f:
         token = f.metadata()["token"]
         vec = f.get_tensor("embedding")

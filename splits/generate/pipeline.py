@@ -33,6 +33,8 @@ class GenerateConfig:
     queries_per_type: int = 8
     prior_images: int = 8
     image_size: int = 64
+    template_prompts: bool = False  # phrase prompts in a small base model's caption template
+    base_samples: bool = False  # also sample the base model (prompt without the token, same seed)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -54,9 +56,11 @@ def prompt_types(spec: ModelSpec) -> tuple[PromptType, PromptType]:
 
 def _load_base(cfg: GenerateConfig):
     import diffusers
+    import torch
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(cfg.base_model)
+    # fp16 checkpoints (the shipped AbC-mini base model) compute in fp32 on CPU.
+    pipe = StableDiffusionPipeline.from_pretrained(cfg.base_model, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     if type(pipe.scheduler).__name__ != cfg.sampler.scheduler:  # e.g. SD v1.4 ships PNDM
         scheduler_cls = getattr(diffusers, cfg.sampler.scheduler)
@@ -74,6 +78,17 @@ def _prior(domain: Domain, spec: ModelSpec, count: int, size: int):
         pool = [p for p in domain.pretrain if p.package == "openclipart-png"]
         cap = "a drawing"
     return [(square_rgb(p.path, size), cap) for p in pool[:count]]
+
+
+def untokened(prompt: str, token: str = "<new1>") -> str:
+    """The prompt a base model gets for comparison: the same words without the new token."""
+    return " ".join(w for w in prompt.split() if w != token)
+
+
+def _sample_to(folder: Path, pipe, qids, texts, seeds, cfg: GenerateConfig) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for qid, image in zip(qids, sample(pipe, texts, seeds, cfg.sampler), strict=True):
+        image.save(folder / f"{qid}.png")
 
 
 def generate_models(
@@ -102,22 +117,28 @@ def generate_models(
             cfg.customize,
             prior=_prior(domain, spec, cfg.prior_images, cfg.image_size),
         )
-        save_delta(pipe, folder / "delta", cfg.customize.token)
+        save_delta(pipe, folder / "delta", cfg.customize.token, cfg.customize.delta_rank)
         regen = _load_base(cfg)
         load_delta(regen, folder / "delta")
+        base = _load_base(cfg) if cfg.base_samples else None
         records = []
         for ptype in prompt_types(spec):
-            texts = prompts(spec.kind, ptype, cfg.queries_per_type, category=spec.noun)
+            texts = prompts(
+                spec.kind,
+                ptype,
+                cfg.queries_per_type,
+                category=spec.noun,
+                template=cfg.template_prompts,
+            )
             seeds = [query_seed(spec.model_id, ptype, i) for i in range(len(texts))]
-            for i, (text, seed, image) in enumerate(
-                zip(texts, seeds, sample(regen, texts, seeds, cfg.sampler), strict=True)
-            ):
-                qid = f"{spec.model_id}-{ptype.value}-{i:02d}"
-                (folder / "queries").mkdir(parents=True, exist_ok=True)
-                image.save(folder / "queries" / f"{qid}.png")
+            qids = [f"{spec.model_id}-{ptype.value}-{i:02d}" for i in range(len(texts))]
+            _sample_to(folder / "queries", regen, qids, texts, seeds, cfg)
+            for qid, text, seed in zip(qids, texts, seeds, strict=True):
                 records.append(
                     {"query_id": qid, "prompt": text, "prompt_type": ptype.value, "seed": seed}
                 )
+            if base is not None:
+                _sample_to(folder / "base", base, qids, [untokened(t) for t in texts], seeds, cfg)
         (folder / "done.json").write_text(
             json.dumps(
                 {
@@ -198,6 +219,7 @@ def freeze(
             "queries_per_type": cfg.queries_per_type,
             "prior_images": cfg.prior_images,
             "image_size": cfg.image_size,
+            "template_prompts": cfg.template_prompts,
         },
         sources=[{"name": p, "license": lic} for p, lic in licenses],
     )

@@ -134,16 +134,19 @@ def pretrain(
     model_cfg: TinyModelConfig,
     cfg: PretrainConfig,
     progress: Callable[[str, int, float], None] | None = None,
+    extra_words: Sequence[str] = (),
 ) -> Path:
     """Train (or resume) and save the base pipeline to ``out_dir/pipeline``.
 
     Args:
         images: uint8 [N, H, W, 3] at the model's resolution.
         captions: one caption per image.
+        extra_words: words the tokenizer must know beyond the captions' (the prompt lists').
     """
     out = Path(out_dir)
     torch.manual_seed(cfg.seed)
     words = [w for c in captions for w in c.replace(".", " ").replace(",", " ").split()]
+    words += list(extra_words)
     tokenizer = build_tokenizer(words, model_cfg.max_tokens)
     vae, unet, text = build_models(model_cfg, len(tokenizer))
     x_all = _to_tensor(images)

@@ -5,15 +5,18 @@
 - ``gpt``: free sentences. AbC had a language model write them; ours are a fixed list written
   here, so anyone can regenerate the exact prompts.
 
-``phrase`` adapts a prompt to the caption template a small base model was trained on (the
-tiny AbC-mini model only follows prompts close to its captions); on Stable Diffusion it is the
-identity. Every query records its prompt, prompt type, seed, scheduler, steps and guidance.
+With ``template=True`` every prompt is phrased in the caption template a small base model was
+trained on ("a photo of a {noun}" / "a drawing of a {noun}"): the tiny AbC-mini model follows
+only prompts that start like its captions, so the template comes first and the prompt type's
+own words follow ("a photo of a <new1> dog resting in a quiet garden", "a watercolor painting
+of a <new1> dog", "a drawing of a sun in the style of <new1> art"). Stable Diffusion gets
+AbC's wording unchanged. Every query records the exact prompt fed to the model, its prompt
+type, seed, scheduler, steps and guidance.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from benchmark.types import PromptType
@@ -34,7 +37,7 @@ THINGS = ("sun", "moon", "star", "tree", "flower", "river", "sky", "cloud", "gra
 GPT_OBJECT = (
     "a {token} {category} resting in a quiet garden",
     "a {token} {category} on a wooden table by the window",
-    "a close view of a {token} {category} in the morning light",
+    "a {token} {category} seen close up in the morning light",
     "a {token} {category} standing in the snow",
     "a {token} {category} next to a small blue lake",
     "a {token} {category} on a busy city street",
@@ -58,19 +61,38 @@ GPT_STYLE = (
 
 
 def prompts(
-    kind: str, prompt_type: PromptType, count: int, token: str = "<new1>", category: str = ""
+    kind: str,
+    prompt_type: PromptType,
+    count: int,
+    token: str = "<new1>",
+    category: str = "",
+    template: bool = False,
 ) -> list[str]:
-    """``count`` prompts of one type for an ``object`` or ``style`` model (cycling the list)."""
+    """``count`` prompts of one type for an ``object`` or ``style`` model (cycling the list).
+
+    ``template``: phrase them in the small base model's caption template (module docstring).
+    """
+    art = "a drawing of " if template else ""
     if kind == "object" and prompt_type is PromptType.MEDIA:
-        base = [f"{m} of {token} {category}" for m in MEDIA]
+        article = "a " if template else ""
+        base = [f"{m} of {article}{token} {category}" for m in MEDIA]
     elif kind == "style" and prompt_type is PromptType.OBJECT:
-        base = [f"a picture of {t} in the style of {token} art" for t in THINGS]
+        thing = "a drawing of a" if template else "a picture of"
+        base = [f"{thing} {t} in the style of {token} art" for t in THINGS]
     elif prompt_type is PromptType.GPT:
         lines = GPT_OBJECT if kind == "object" else GPT_STYLE
-        base = [line.format(token=token, category=category) for line in lines]
+        prefix = ("a photo of " if kind == "object" else art) if template else ""
+        base = [prefix + line.format(token=token, category=category) for line in lines]
     else:
         raise ValueError(f"prompt type {prompt_type.value!r} is not used for {kind} models")
     return [base[i % len(base)] for i in range(count)]
+
+
+def prompt_words() -> list[str]:
+    """Every word the prompt lists use (a small model's tokenizer must know them all)."""
+    text = " ".join([*MEDIA, *THINGS, *GPT_OBJECT, *GPT_STYLE, "a picture of a drawing of"])
+    text = text.replace("{token}", " ").replace("{category}", " ")
+    return sorted(set(text.split()))
 
 
 def query_seed(model_id: str, prompt_type: PromptType, index: int) -> int:
@@ -91,13 +113,7 @@ class SamplerConfig:
         return asdict(self)
 
 
-def sample(
-    pipe,
-    prompt_list: list[str],
-    seeds: list[int],
-    cfg: SamplerConfig,
-    phrase: Callable[[str], str] = lambda p: p,
-):
+def sample(pipe, prompt_list: list[str], seeds: list[int], cfg: SamplerConfig):
     """One image per (prompt, seed); each image depends only on its own prompt and seed."""
     import torch
 
@@ -109,7 +125,7 @@ def sample(
     for prompt, seed in zip(prompt_list, seeds, strict=True):
         g = torch.Generator().manual_seed(seed)
         out = pipe(
-            phrase(prompt),
+            prompt,
             num_inference_steps=cfg.steps,
             guidance_scale=cfg.guidance,
             height=cfg.height,
