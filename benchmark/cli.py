@@ -443,6 +443,58 @@ def splits_generate(config, out, num_shards, shard_index, cache):
     click.echo(f"{len(folders)} models done in {out}/models (shard {shard_index}/{num_shards})")
 
 
+@splits.command(name="report")
+@click.argument("config")
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("docs/generation-report.md"),
+    show_default=True,
+    help="Markdown report; the numbers go beside it as .json.",
+)
+@click.option("--sheet", type=click.Path(path_type=Path), default=None, help="Contact sheet PNG.")
+@click.option("--sheet-models", default=10, show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=None)
+@_friendly
+def splits_report(config, run_dir, out, sheet, sheet_models, cache):
+    """Signal check of a generation run: customized vs base samples, and a contact sheet."""
+    import os
+
+    from baselines.noweight import ColorHistogram, Pixels
+    from splits.generate import report
+    from splits.generate.config import load_recipe
+    from splits.generate.pool import load_domain
+
+    recipe = load_recipe(config)
+    domain = load_domain(cache, recipe.domain)
+    samples = report.collect(domain, run_dir)
+    if not samples:
+        raise AttribBenchError(
+            run_dir, "models/*/base", "no base-model samples", "generate with base_samples true"
+        )
+    size = recipe.generate.image_size
+    results = [
+        report.signal(domain, samples, feature, size, progress=click.echo)
+        for feature in (Pixels(16), ColorHistogram(8))
+    ]
+    sheet_rel = None
+    if sheet:
+        done = list(dict.fromkeys(s.model_id for s in samples))
+        step = max(1, len(done) // sheet_models)
+        report.contact_sheet(domain, run_dir, done[::step][:sheet_models], sheet, image_size=size)
+        sheet_rel = os.path.relpath(sheet, Path(out).parent)
+    path = report.write_report(
+        out,
+        recipe_name=recipe.name,
+        results=results,
+        seconds=report.generation_seconds(domain, run_dir),
+        sheet=sheet_rel,
+    )
+    click.echo(report.markdown_table(results[0], "mAP", prompt_types=False))
+    click.echo(f"wrote {path}")
+
+
 @splits.command(name="freeze")
 @click.argument("config")
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path))

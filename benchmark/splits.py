@@ -155,12 +155,26 @@ def verify_benchmark(root: str | Path) -> dict[str, int]:
     manifest = read_json(root / MANIFEST, "manifest")
     validate(manifest, "manifest", root / MANIFEST)
     _verify_shards(root, manifest, use_stamps=False)
+    for entry in manifest.get("artifacts", []):
+        path = root / entry["path"]
+        if not path.is_file():
+            raise BenchmarkError(
+                path, "artifacts", "file listed in the manifest is missing", "re-download it"
+            )
+        if path.stat().st_size != entry["num_bytes"] or sha256_file(path) != entry["sha256"]:
+            raise BenchmarkError(
+                path,
+                "artifacts",
+                "sha256 does not match the manifest (the file is corrupt or was changed)",
+                "re-download it; published benchmark versions never change",
+            )
     bench = _read_metadata(root, manifest, sha256_file(root / MANIFEST))
     return {
         "models": len(bench.models),
         "queries": len(bench.queries),
         "exemplars": len(bench.exemplar_ids),
         "distractors": len(bench.distractor_ids),
+        "artifacts": len(manifest.get("artifacts", [])),
     }
 
 
@@ -306,11 +320,14 @@ def write_benchmark(
     generator: dict[str, Any] | None = None,
     sources: list[dict[str, Any]] | None = None,
     rows_per_shard: int = 5000,
+    artifacts: Sequence[str] = (),
 ) -> Benchmark:
     """Freeze a benchmark version into ``root`` (Parquet shards, card, manifest).
 
     ``queries`` pairs each query with its encoded image; ``exemplars`` are (id, bytes);
-    ``distractors`` are (id, caption, bytes). Output is deterministic for the same inputs.
+    ``distractors`` are (id, caption, bytes). ``artifacts``: files already under ``root``
+    (relative paths: the base model, per-model deltas) hashed into the manifest too. Output is
+    deterministic for the same inputs.
     """
     import datasets
 
@@ -421,6 +438,15 @@ def write_benchmark(
         },
         "id_lists": {"candidates": "0" * 64, "queries": "0" * 64, "positives": "0" * 64},
     }
+    if artifacts:
+        manifest["artifacts"] = [
+            {
+                "path": rel,
+                "sha256": sha256_file(root / rel),
+                "num_bytes": (root / rel).stat().st_size,
+            }
+            for rel in sorted(artifacts)
+        ]
     bench = _read_metadata(root, manifest, "")
     manifest["id_lists"] = id_list_hashes(bench)
     validate(manifest, "manifest", root / MANIFEST)

@@ -85,3 +85,18 @@ def test_domain_is_deterministic():
     assert a == b
     c = build_domain(stamps, drawings, DomainConfig(**{**CFG.__dict__, "seed": 1}))
     assert c != a
+
+
+def test_model_caps_keep_both_kinds_and_leave_pretraining_alone():
+    stamps, drawings = catalog()
+    full = build_domain(stamps, drawings, CFG)
+    capped = build_domain(
+        stamps, drawings, DomainConfig(**{**CFG.__dict__, "max_models": {"train": 2, "val": 1}})
+    )
+    assert capped.pretrain == full.pretrain and capped.distractors == full.distractors
+    train = [m for m in capped.models if m.part is Part.TRAIN]
+    assert [m.kind for m in train] == ["object", "style"]
+    assert sum(m.part is Part.VAL for m in capped.models) == 1
+    untouched = [m for m in full.models if m.part not in (Part.TRAIN, Part.VAL)]
+    assert [m for m in capped.models if m.part not in (Part.TRAIN, Part.VAL)] == untouched
+    assert set(capped.models) <= set(full.models)

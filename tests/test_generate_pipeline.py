@@ -10,7 +10,8 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
-from benchmark.splits import load_benchmark
+from benchmark.errors import BenchmarkError
+from benchmark.splits import load_benchmark, verify_benchmark
 from benchmark.types import Part
 from splits.generate.customize import CustomizeConfig, load_delta
 from splits.generate.domain import Domain, ModelSpec
@@ -99,6 +100,18 @@ def test_freeze_writes_a_loadable_benchmark(setup):
     assert set(bench.exemplar_ids) == {"bird0", "drw0", "drw1"}
     assert len(bench.distractor_ids) == 3
     assert bench.manifest["generator"]["queries_per_type"] == 2
+    # The base model and every delta travel with the benchmark, hashed in the manifest.
+    files = {a["path"] for a in bench.manifest["artifacts"]}
+    assert "base-model/model_index.json" in files
+    for spec in domain.models:
+        assert f"deltas/{spec.model_id}/token_embedding.safetensors" in files
+    assert verify_benchmark(root / "frozen")["artifacts"] == len(files)
+    delta = root / "frozen" / "deltas" / domain.models[0].model_id / "token_embedding.safetensors"
+    data = bytearray(delta.read_bytes())
+    data[-1] ^= 0xFF
+    delta.write_bytes(bytes(data))
+    with pytest.raises(BenchmarkError, match=r"token_embedding.*sha256 does not match"):
+        verify_benchmark(root / "frozen")
 
 
 def test_compressed_deltas_and_base_samples(setup):

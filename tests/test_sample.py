@@ -78,3 +78,11 @@ def test_sampling_is_reproducible_per_prompt_and_seed():
     assert one[0].size == (64, 64)
     with pytest.raises(ValueError, match="scheduler"):
         sample(pipe, ["a"], [1], SamplerConfig(scheduler="PNDMScheduler"))
+    # Batched: the same batch again gives the same images; each image has its own noise, so a
+    # batch of two equals single samples up to kernel rounding.
+    batched = SamplerConfig(steps=2, batch_size=2)
+    a = sample(pipe, ["a photo of a turtle", "a photo"], [5, 6], batched)
+    b = sample(pipe, ["a photo of a turtle", "a photo"], [5, 6], batched)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b, strict=True))
+    for x, y in zip(a, one, strict=True):
+        assert np.abs(np.asarray(x, dtype=int) - np.asarray(y, dtype=int)).max() <= 2

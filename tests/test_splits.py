@@ -20,7 +20,13 @@ def copy_of(tiny, tmp_path):
 
 def test_verify_passes_and_counts(tiny):
     counts = verify_benchmark(tiny.root)
-    assert counts == {"models": 32, "queries": 256, "exemplars": 62, "distractors": 300}
+    assert counts == {
+        "models": 32,
+        "queries": 256,
+        "exemplars": 62,
+        "distractors": 300,
+        "artifacts": 0,
+    }
 
 
 def test_one_corrupt_byte_fails_loading(tiny, tmp_path):

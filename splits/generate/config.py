@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import AttribBenchError
+from benchmark.types import Part
 from splits.generate.customize import CustomizeConfig
 from splits.generate.domain import DomainConfig
 from splits.generate.model import TinyModelConfig
@@ -69,6 +70,11 @@ def load_recipe(path: str | Path) -> Recipe:
     data = dict(data)
     head = {k: data.pop(k) for k in ("name", "version", "description") if k in data}
     domain = _build(DomainConfig, data.pop("domain", {}), path, "domain")
+    parts = {p.value for p in Part}
+    for key in sorted(set(domain.max_models) - parts):
+        raise AttribBenchError(
+            path, f"domain.max_models.{key}", "not a part", f"use one of {', '.join(sorted(parts))}"
+        )
     model = _build(TinyModelConfig, _tuples(data.pop("model", {})), path, "model")
     pretrain = _build(PretrainConfig, data.pop("pretrain", {}), path, "pretrain")
     nested = {

@@ -21,6 +21,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
 from benchmark.types import Part
 from splits.generate.sources import SourceImage
@@ -97,6 +98,10 @@ class DomainConfig:
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # test / train / val of seen models
     max_per_caption: int = 300  # balance: no caption dominates the training set
     distractors: int = 2000
+    # Models kept per part, e.g. {"object-seen": 30}: the first ones in the seeded order, with
+    # objects and styles alternating in train/val. Capping changes no other role (images of
+    # dropped models stay out of pretraining), so a cap never invalidates a pretrained model.
+    max_models: dict[str, int] = field(default_factory=dict)
     seed: int = 0
 
 
@@ -222,4 +227,18 @@ def build_domain(
     distractors = sorted(
         rng.sample(pretrain, min(cfg.distractors, len(pretrain))), key=lambda p: p.image_id
     )
-    return Domain(tuple(pretrain), captions, tuple(distractors), tuple(models))
+    return Domain(tuple(pretrain), captions, tuple(distractors), _cap(models, cfg.max_models))
+
+
+def _cap(models: list[ModelSpec], limits: dict[str, int]) -> tuple[ModelSpec, ...]:
+    unknown = sorted(set(limits) - {p.value for p in Part})
+    if unknown:
+        raise ValueError(f"max_models: {unknown[0]!r} is not a part")
+    kept = []
+    for part in dict.fromkeys(m.part for m in models):
+        by_kind = [
+            [m for m in models if m.part is part and m.kind == k] for k in ("object", "style")
+        ]
+        mixed = [m for pair in zip_longest(*by_kind) for m in pair if m is not None]
+        kept += mixed[: limits.get(part.value, len(mixed))]
+    return tuple(kept)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +37,20 @@ class GenerateConfig:
     image_size: int = 64
     template_prompts: bool = False  # phrase prompts in a small base model's caption template
     base_samples: bool = False  # also sample the base model (prompt without the token, same seed)
+    # How freeze stores images: "png" (lossless) or "webp" (lossy at webp_quality).
+    image_format: str = "png"
+    webp_quality: int = 90
 
 
-def _png(image: Image.Image) -> bytes:
+def encode(image: Image.Image, cfg: GenerateConfig) -> bytes:
+    """Image bytes as the frozen benchmark stores them (deterministic for a given Pillow)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    if cfg.image_format == "webp":
+        image.convert("RGB").save(buf, format="WEBP", quality=cfg.webp_quality, method=6)
+    elif cfg.image_format == "png":
+        image.save(buf, format="PNG")
+    else:
+        raise ValueError(f"image_format {cfg.image_format!r}: use png or webp")
     return buf.getvalue()
 
 
@@ -108,6 +119,7 @@ def generate_models(
         folders.append(folder)
         if (folder / "done.json").is_file():
             continue
+        started = time.perf_counter()
         pipe = _load_base(cfg)
         exemplars = [square_rgb(e.path, cfg.image_size) for e in spec.exemplars]
         stats = customize(
@@ -118,6 +130,7 @@ def generate_models(
             prior=_prior(domain, spec, cfg.prior_images, cfg.image_size),
         )
         save_delta(pipe, folder / "delta", cfg.customize.token, cfg.customize.delta_rank)
+        customized = time.perf_counter()
         regen = _load_base(cfg)
         load_delta(regen, folder / "delta")
         base = _load_base(cfg) if cfg.base_samples else None
@@ -149,6 +162,10 @@ def generate_models(
                     "exemplars": [e.image_id for e in spec.exemplars],
                     "training_prompt": training_prompt(spec),
                     "customize": stats,
+                    "seconds": {
+                        "customize": round(customized - started, 2),
+                        "sample": round(time.perf_counter() - customized, 2),
+                    },
                     "queries": records,
                 },
                 indent=1,
@@ -184,7 +201,7 @@ def freeze(
             )
         )
         for e in spec.exemplars:
-            exemplars[e.image_id] = _png(square_rgb(e.path, cfg.image_size))
+            exemplars[e.image_id] = encode(square_rgb(e.path, cfg.image_size), cfg)
         for r in info["queries"]:
             q = Query(
                 r["query_id"],
@@ -195,13 +212,15 @@ def freeze(
                 r["seed"],
                 cfg.sampler.scheduler,
             )
-            data = (out / "models" / spec.model_id / "queries" / f"{q.query_id}.png").read_bytes()
-            queries.append((q, data))
+            png = out / "models" / spec.model_id / "queries" / f"{q.query_id}.png"
+            with Image.open(png) as im:
+                queries.append((q, encode(im, cfg)))
     distractors = [
-        (d.image_id, c, _png(square_rgb(d.path, cfg.image_size)))
+        (d.image_id, c, encode(square_rgb(d.path, cfg.image_size), cfg))
         for d, c in zip(domain.distractors, _captions(domain), strict=True)
     ]
     licenses = sorted({(e.package, e.license) for e in domain.pretrain})
+    artifacts, base_ref = _store_artifacts(domain, cfg, out, Path(dest))
     return write_benchmark(
         dest,
         name=name,
@@ -213,16 +232,44 @@ def freeze(
         exemplars=list(exemplars.items()),
         distractors=distractors,
         generator={
-            "base_model": cfg.base_model,
+            "base_model": base_ref,
+            "deltas": "deltas/{model_id}",
             "customize": cfg.customize.to_dict(),
             "sampler": cfg.sampler.to_dict(),
             "queries_per_type": cfg.queries_per_type,
             "prior_images": cfg.prior_images,
             "image_size": cfg.image_size,
             "template_prompts": cfg.template_prompts,
+            "image_format": cfg.image_format,
         },
         sources=[{"name": p, "license": lic} for p, lic in licenses],
+        artifacts=artifacts,
     )
+
+
+def _store_artifacts(
+    domain: Domain, cfg: GenerateConfig, run: Path, dest: Path
+) -> tuple[list[str], str]:
+    """Put the base model (when local) and every delta under ``dest``.
+
+    A local base model already inside ``dest`` (AbC-mini ships it there) stays where it is;
+    one elsewhere is copied to ``dest/base-model``. Returns the files' paths relative to
+    ``dest`` and the base model as the benchmark names it (a folder inside it, or a Hub id).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    files = []
+    base, base_ref = Path(cfg.base_model), cfg.base_model
+    if base.is_dir():
+        if not base.resolve().is_relative_to(dest.resolve()):
+            shutil.copytree(base, dest / "base-model", dirs_exist_ok=True)
+            base = dest / "base-model"
+        files += [p for p in base.rglob("*") if p.is_file()]
+        base_ref = base.resolve().relative_to(dest.resolve()).as_posix()
+    for spec in domain.models:
+        target = dest / "deltas" / spec.model_id
+        shutil.copytree(run / "models" / spec.model_id / "delta", target, dirs_exist_ok=True)
+        files += [p for p in target.rglob("*") if p.is_file()]
+    return sorted(p.resolve().relative_to(dest.resolve()).as_posix() for p in files), base_ref
 
 
 def _captions(domain: Domain) -> list[str]:

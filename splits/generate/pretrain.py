@@ -207,7 +207,9 @@ def pretrain(
     )
     unet.eval()
     text.eval()
-    pipe.save_pretrained(out / "pipeline")
+    # Shipped in fp16 (half the bytes). Everything downstream loads it upcast to fp32, so
+    # customization and sampling run on exactly the shipped values.
+    pipe.to(torch.float16).save_pretrained(out / "pipeline")
     (out / "pipeline" / "pretrain.json").write_text(
         json.dumps(
             {"model": asdict(model_cfg), "pretrain": asdict(cfg), "images": len(x_all)}, indent=1

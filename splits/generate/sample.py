@@ -108,29 +108,35 @@ class SamplerConfig:
     scheduler: str = "DDIMScheduler"
     height: int = 64
     width: int = 64
+    # Images per pipeline call. Each image has its own seeded generator, so its starting noise
+    # does not depend on the batch; CPU kernels may still round differently at another batch
+    # size, so exact regeneration samples the same batch (a model's queries of one prompt
+    # type, in order, ``batch_size`` at a time).
+    batch_size: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def sample(pipe, prompt_list: list[str], seeds: list[int], cfg: SamplerConfig):
-    """One image per (prompt, seed); each image depends only on its own prompt and seed."""
+    """One image per (prompt, seed), ``cfg.batch_size`` per pipeline call."""
     import torch
 
     if type(pipe.scheduler).__name__ != cfg.scheduler:
         raise ValueError(
             f"pipeline scheduler is {type(pipe.scheduler).__name__}, config says {cfg.scheduler}"
         )
+    if len(prompt_list) != len(seeds):
+        raise ValueError(f"{len(prompt_list)} prompts but {len(seeds)} seeds")
     images = []
-    for prompt, seed in zip(prompt_list, seeds, strict=True):
-        g = torch.Generator().manual_seed(seed)
+    for i in range(0, len(seeds), cfg.batch_size):
         out = pipe(
-            prompt,
+            prompt_list[i : i + cfg.batch_size],
             num_inference_steps=cfg.steps,
             guidance_scale=cfg.guidance,
             height=cfg.height,
             width=cfg.width,
-            generator=g,
+            generator=[torch.Generator().manual_seed(s) for s in seeds[i : i + cfg.batch_size]],
         )
-        images.append(out.images[0])
+        images += out.images
     return images

@@ -1,0 +1,47 @@
+"""Baselines without weights: they run anywhere, so every benchmark has real numbers offline.
+
+- :class:`Pixels`: the image downscaled to ``size`` x ``size`` (area averaging), each image
+  centred on its own mean so cosine similarity compares layout and colour contrast rather
+  than brightness. A "did the picture come out looking like this one" feature.
+- :class:`ColorHistogram`: a joint RGB histogram with ``bins`` levels per channel, square-
+  rooted (the Hellinger embedding, so cosine similarity is the Bhattacharyya coefficient).
+  Blind to layout; sees palette only.
+
+Both follow :class:`benchmark.extractors.FeatureExtractor`; the harness batches, normalizes,
+caches and scores their features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class Pixels:
+    def __init__(self, size: int = 16):
+        self.size = size
+        self.spec = {"name": "pixels", "size": size}
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        small = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BOX)
+        return torch.from_numpy(np.asarray(small, dtype=np.float32).reshape(-1) / 255.0)
+
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch - batch.mean(dim=1, keepdim=True)
+
+
+class ColorHistogram:
+    def __init__(self, bins: int = 8):
+        self.bins = bins
+        self.spec = {"name": "color_histogram", "bins": bins}
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.int64).reshape(-1, 3)
+        levels = rgb * self.bins // 256
+        cell = (levels[:, 0] * self.bins + levels[:, 1]) * self.bins + levels[:, 2]
+        hist = np.bincount(cell, minlength=self.bins**3).astype(np.float32)
+        return torch.from_numpy(hist / max(len(cell), 1))
+
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.sqrt()

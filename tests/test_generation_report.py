@@ -1,0 +1,98 @@
+"""The generation report's signal check on a run built by hand (no diffusion needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from baselines.noweight import ColorHistogram, Pixels
+from benchmark.types import Part
+from splits.generate import report
+from splits.generate.domain import Domain, ModelSpec
+from splits.generate.sources import SourceImage
+
+
+def noise(path: Path, seed: int) -> SourceImage:
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(path)
+    return SourceImage(path.stem, path, "openclipart-png", "shapes", "", "g", "CC0-1.0")
+
+
+def fake_run(root: Path, swap: bool = False) -> Domain:
+    """Queries are their model's exemplar (lightly perturbed); base samples are unrelated."""
+    distractors = tuple(noise(root / f"d{i}.png", 1000 + i) for i in range(40))
+    models = []
+    for i, part in enumerate([Part.OBJECT_SEEN] * 4 + [Part.STYLE_SEEN] * 4):
+        ex = noise(root / f"ex{i}.png", i)
+        spec = ModelSpec(f"{part.value}-{i:03d}", part, "object", "shape", (ex,))
+        models.append(spec)
+        folder = root / "run" / "models" / spec.model_id
+        (folder / "queries").mkdir(parents=True)
+        (folder / "base").mkdir()
+        queries = []
+        for k in range(3):
+            qid = f"{spec.model_id}-gpt-{k:02d}"
+            like = np.asarray(Image.open(ex.path).resize((64, 64)), dtype=np.int16)
+            like = np.clip(like + (k - 1) * 3, 0, 255).astype(np.uint8)
+            other = np.asarray(Image.open(noise(root / f"o{i}{k}.png", 500 + 10 * i + k).path))
+            custom, base = (other, like) if swap else (like, other)
+            Image.fromarray(custom).resize((64, 64)).save(folder / "queries" / f"{qid}.png")
+            Image.fromarray(base).resize((64, 64)).save(folder / "base" / f"{qid}.png")
+            queries.append({"query_id": qid, "prompt": "p", "prompt_type": "gpt", "seed": k})
+        done = {"queries": queries, "seconds": {"customize": 2.0, "sample": 1.0}}
+        (folder / "done.json").write_text(json.dumps(done))
+    return Domain(distractors, ("a drawing of a shape",) * 40, distractors, tuple(models))
+
+
+def test_signal_is_positive_when_queries_resemble_their_exemplars(tmp_path):
+    domain = fake_run(tmp_path)
+    samples = report.collect(domain, tmp_path / "run")
+    assert len(samples) == 24
+    result = report.signal(domain, samples, Pixels(16), 64, seed=0)
+    cells = {(c["part"], c["prompt_type"]): c for c in result["cells"]}
+    assert set(cells) == {("object-seen", "all"), ("object-seen", "gpt")} | {
+        ("style-seen", "all"),
+        ("style-seen", "gpt"),
+    }
+    for cell in cells.values():
+        assert cell["models"] == 4 and cell["queries"] == 12
+        assert cell["mAP"]["customized"] == 1.0  # each query's nearest image is its exemplar
+        assert cell["mAP"]["base"] < 0.5
+        value, low, high = cell["mAP"]["difference"]
+        assert low <= value <= high and low > 0
+    assert report.all_positive(result)
+    # The same inputs give the same numbers (seeded bootstrap).
+    assert report.signal(domain, samples, Pixels(16), 64, seed=0) == result
+
+
+def test_signal_is_negative_when_sides_are_swapped(tmp_path):
+    domain = fake_run(tmp_path, swap=True)
+    result = report.signal(domain, report.collect(domain, tmp_path / "run"), Pixels(16), 64)
+    assert not report.all_positive(result)
+    assert all(c["mAP"]["difference"][2] < 0 for c in result["cells"])
+
+
+def test_report_files_and_contact_sheet(tmp_path):
+    domain = fake_run(tmp_path)
+    samples = report.collect(domain, tmp_path / "run")
+    results = [report.signal(domain, samples, f, 64) for f in (Pixels(16), ColorHistogram(4))]
+    ids = [m.model_id for m in domain.models[:3]]
+    sheet = report.contact_sheet(
+        domain, tmp_path / "run", ids, tmp_path / "sheet.png", image_size=64
+    )
+    with Image.open(sheet) as im:
+        assert im.size == (64 * 2 * 9 + 18, (128 + 14) * 3 + 14)
+    seconds = report.generation_seconds(domain, tmp_path / "run")
+    assert seconds == {"customize": 16.0, "sample": 8.0, "models": 8}
+    md = report.write_report(
+        tmp_path / "r.md", recipe_name="fake", results=results, seconds=seconds, sheet="sheet.png"
+    )
+    text = md.read_text()
+    assert "**positive in every test case**" in text and "![contact sheet](sheet.png)" in text
+    assert "| object-seen | all | 4 | 12 | 1.000 |" in text
+    assert json.loads(md.with_suffix(".json").read_text())[1]["feature"]["name"] == (
+        "color_histogram"
+    )
