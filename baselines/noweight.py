@@ -6,6 +6,7 @@
 - :class:`ColorHistogram`: a joint RGB histogram with ``bins`` levels per channel, square-
   rooted (the Hellinger embedding, so cosine similarity is the Bhattacharyya coefficient).
   Blind to layout; sees palette only.
+- :class:`RandomFeatures`: chance level, for reference.
 
 Both follow :class:`benchmark.extractors.FeatureExtractor`; the harness batches, normalizes,
 caches and scores their features.
@@ -45,3 +46,25 @@ class ColorHistogram:
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
         return batch.sqrt()
+
+
+class RandomFeatures:
+    """Chance level: a fixed random Gaussian vector per image, seeded by the image's pixels.
+
+    Deterministic (the same image always gets the same vector) and unrelated to content, so
+    any benchmark scores it at chance.
+    """
+
+    def __init__(self, dim: int = 64, seed: int = 0):
+        self.dim, self.seed = dim, seed
+        self.spec = {"name": "random", "dim": dim, "seed": seed}
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        import hashlib
+
+        digest = hashlib.sha256(image.convert("RGB").tobytes()).digest()
+        rng = np.random.default_rng([self.seed, int.from_bytes(digest[:8], "little")])
+        return torch.from_numpy(rng.standard_normal(self.dim).astype(np.float32))
+
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch

@@ -372,8 +372,13 @@ def splits_push(path, repo_id, dry_run, create_pr):
     default=None,
     help="Where sources are unpacked (default: the attrib-bench cache).",
 )
+@click.option(
+    "--install",
+    is_flag=True,
+    help="When done, copy the model (and its training log) to the recipe's base_model folder.",
+)
 @_friendly
-def splits_pretrain(config, out, cache):
+def splits_pretrain(config, out, cache, install):
     """Pretrain the tiny base model of CONFIG (resumable: rerun the same command)."""
     from benchmark.progress import progress_bar
     from splits.generate.config import load_recipe
@@ -390,8 +395,12 @@ def splits_pretrain(config, out, cache):
     log.parent.mkdir(parents=True, exist_ok=True)
     with progress_bar(cfg.vae_steps + cfg.unet_steps, "pretraining") as bar:
 
+        shown = [0]
+
         def progress(stage: str, step: int, loss: float) -> None:
-            bar(1)
+            done = step + (cfg.vae_steps if stage == "unet" else 0)  # absolute, across resumes
+            bar(done - shown[0])
+            shown[0] = done
             if step % 50 == 0:
                 with log.open("a") as f:
                     f.write(f"{stage}\t{step}\t{loss:.5f}\n")
@@ -400,6 +409,13 @@ def splits_pretrain(config, out, cache):
             out, images, list(domain.captions), recipe.model, cfg, progress, prompt_words()
         )
     click.echo(f"wrote {path} ({len(images)} training images)")
+    if install:
+        import shutil
+
+        target = Path(recipe.generate.base_model)
+        shutil.copytree(path, target, dirs_exist_ok=True)
+        shutil.copy2(log, target / "train_log.tsv")
+        click.echo(f"installed as {target}")
 
 
 @splits.command(name="generate")

@@ -66,7 +66,16 @@ class Submission:
             and "__pycache__" not in p.parts
             and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
         )
-        return {p.relative_to(self.root).as_posix(): sha256_file(p) for p in files}
+        hashes = {p.relative_to(self.root).as_posix(): sha256_file(p) for p in files}
+        # A module entry (``pkg.module:Class``) is code outside the folder: hash its source too,
+        # so a changed baseline never reuses stale cached features.
+        entry = (self.config.get("extractor") or {}).get("entry", "")
+        module = entry.partition(":")[0]
+        if entry and not module.endswith(".py") and "/" not in module:
+            found = importlib.util.find_spec(module)
+            if found is not None and found.origin and Path(found.origin).is_file():
+                hashes[f"module:{module}"] = sha256_file(Path(found.origin))
+        return hashes
 
     @cached_property
     def sha256(self) -> str:
@@ -136,9 +145,20 @@ def check_benchmark(sub: Submission, bench: Benchmark) -> None:
 # extractor
 
 
-def load_extractor(sub: Submission) -> FeatureExtractor:
-    spec = sub.config["extractor"]
-    file_part, _, cls_name = spec["entry"].partition(":")
+def _import_module(sub: Submission, name: str):
+    """An installed module (the built-in baselines: ``baselines.noweight:Pixels``)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise SubmissionError(
+            sub.yaml_path,
+            "extractor.entry",
+            f"cannot import {name} ({exc})",
+            "name FILE.py:Class inside the submission folder, or an installed module",
+        ) from None
+
+
+def _import_file(sub: Submission, file_part: str):
     file = sub.path(file_part, "extractor.entry")
     if not file.is_file():
         raise SubmissionError(
@@ -162,10 +182,24 @@ def load_extractor(sub: Submission) -> FeatureExtractor:
             f"importing it raised {type(exc).__name__}: {exc}".splitlines()[0],
             "fix the file (ATTRIB_BENCH_DEBUG=1 shows the traceback)",
         ) from None
+    return module
+
+
+def load_extractor(sub: Submission) -> FeatureExtractor:
+    """Instantiate ``extractor.entry``: ``FILE.py:Class`` in the folder, or ``pkg.module:Class``."""
+    spec = sub.config["extractor"]
+    file_part, _, cls_name = spec["entry"].partition(":")
+    if not file_part.endswith(".py") and "/" not in file_part:
+        module = _import_module(sub, file_part)
+    else:
+        module = _import_file(sub, file_part)
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise SubmissionError(
-            file, "extractor.entry", f"no class {cls_name!r}", "name a class defined in that file"
+            sub.yaml_path,
+            "extractor.entry",
+            f"no class {cls_name!r} in {file_part}",
+            "name a class defined there",
         )
     try:
         obj = cls(**spec.get("kwargs", {}))
@@ -179,7 +213,7 @@ def load_extractor(sub: Submission) -> FeatureExtractor:
     missing = check_extractor(obj)
     if missing:
         raise SubmissionError(
-            file,
+            Path(module.__file__ or file_part),
             cls_name,
             f"missing {', '.join(missing)}",
             "implement preprocess(image) and embed(batch)",

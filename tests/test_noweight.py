@@ -1,0 +1,75 @@
+"""No-weight baselines: what each feature sees, and loading them as extractor submissions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from baselines.noweight import ColorHistogram, Pixels, RandomFeatures
+from benchmark.errors import SubmissionError
+from benchmark.submission import load_extractor, load_submission
+
+ROOT = Path(__file__).resolve().parents[1] / "baselines" / "submissions"
+
+
+def solid(rgb, size=32) -> Image.Image:
+    return Image.new("RGB", (size, size), rgb)
+
+
+def test_pixels_are_centred_and_see_layout():
+    f = Pixels(4)
+    left = np.zeros((32, 32, 3), np.uint8)
+    left[:, :16] = 255
+    a = f.embed(torch.stack([f.preprocess(Image.fromarray(left)), f.preprocess(solid((9, 9, 9)))]))
+    assert a.shape == (2, 48)
+    assert torch.allclose(a.mean(dim=1), torch.zeros(2), atol=1e-6)
+    assert torch.all(a[1] == 0)  # a flat image has no layout
+    # Left half white: the first two columns of each row are above the mean, the rest below.
+    assert a[0].view(4, 4, 3)[:, :2].min() > 0 > a[0].view(4, 4, 3)[:, 2:].max()
+
+
+def test_color_histogram_is_the_hellinger_embedding():
+    f = ColorHistogram(bins=2)
+    half = np.zeros((10, 10, 3), np.uint8)
+    half[:, :5] = (255, 0, 0)
+    h = f.preprocess(Image.fromarray(half))
+    assert h.shape == (8,) and torch.isclose(h.sum(), torch.tensor(1.0))
+    # bins: (r, g, b) levels -> index (r*2 + g)*2 + b; black is 0, pure red is 4.
+    assert h[0] == 0.5 and h[4] == 0.5
+    e = f.embed(h[None])
+    assert torch.isclose((e * e).sum(), torch.tensor(1.0))  # unit norm: cosine = Bhattacharyya
+
+
+def test_random_features_are_deterministic_per_image():
+    f = RandomFeatures(dim=16)
+    a, b = f.preprocess(solid((1, 2, 3))), f.preprocess(solid((1, 2, 3)))
+    assert torch.equal(a, b) and not torch.equal(a, f.preprocess(solid((1, 2, 4))))
+    assert not torch.equal(a, RandomFeatures(dim=16, seed=1).preprocess(solid((1, 2, 3))))
+
+
+@pytest.mark.parametrize("name", ["pixels", "color_histogram", "random"])
+def test_builtin_baselines_load_as_submissions(name):
+    sub = load_submission(ROOT / name)
+    assert "module:baselines.noweight" in sub.file_hashes  # the code is part of the cache key
+    extractor = load_extractor(sub)
+    x = torch.stack([extractor.preprocess(solid((200, 10, 10)))] * 2)
+    assert extractor.embed(x).shape[0] == 2
+
+
+def test_unknown_module_entry_is_one_clear_error(tmp_path):
+    (tmp_path / "submission.yaml").write_text(
+        (ROOT / "pixels" / "submission.yaml")
+        .read_text()
+        .replace("baselines.noweight:Pixels", "baselines.nosuch:Pixels")
+    )
+    with pytest.raises(SubmissionError, match=r"extractor\.entry.*cannot import baselines\.nosuch"):
+        load_extractor(load_submission(tmp_path))
+    (tmp_path / "submission.yaml").write_text(
+        (ROOT / "pixels" / "submission.yaml").read_text().replace(":Pixels", ":Pixel")
+    )
+    with pytest.raises(SubmissionError, match=r"no class .Pixel. in baselines\.noweight"):
+        load_extractor(load_submission(tmp_path))
