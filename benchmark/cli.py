@@ -387,6 +387,13 @@ def splits_pretrain(config, out, cache, install):
     from splits.generate.sample import prompt_words
 
     recipe = load_recipe(config)
+    if not Path(recipe.generate.base_model).is_absolute():
+        raise AttribBenchError(
+            config,
+            "base_model",
+            f"{recipe.generate.base_model} is a Hub model; there is nothing to pretrain",
+            "pretrain recipes with a local base_model folder (abc-mini)",
+        )
     domain = load_domain(cache, recipe.domain)
     with progress_bar(len(domain.pretrain), "loading images") as bar:
         images = load_images(domain.pretrain, recipe.model.image_size, bar)

@@ -226,7 +226,7 @@ def freeze(
         name=name,
         version=version,
         description=description,
-        license="mixed: see sources",
+        license="other",  # per source, listed in the card (Hugging Face convention)
         models=models,
         queries=queries,
         exemplars=list(exemplars.items()),
@@ -242,7 +242,10 @@ def freeze(
             "template_prompts": cfg.template_prompts,
             "image_format": cfg.image_format,
         },
-        sources=[{"name": p, "license": lic} for p, lic in licenses],
+        sources=[
+            {"name": p, "license": lic, "url": f"https://packages.debian.org/{p}"}
+            for p, lic in licenses
+        ],
         artifacts=artifacts,
     )
 
