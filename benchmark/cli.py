@@ -122,7 +122,7 @@ def render_table(result: dict) -> str:
     "-b",
     default=None,
     help="Registered name, local folder or hf://OWNER/NAME@REVISION "
-    "(default: the embedded benchmark).",
+    "(default: the one submission.yaml names, else the embedded AbC-mini).",
 )
 @click.option(
     "--output",

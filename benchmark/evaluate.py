@@ -85,12 +85,18 @@ def evaluate(
     config: EvalConfig | None = None,
     options: RunOptions | None = None,
 ) -> dict[str, Any]:
-    """Score a submission on a benchmark; return the schema-valid result dict."""
+    """Score a submission on a benchmark; return the schema-valid result dict.
+
+    Without ``benchmark``: the one the submission's ``benchmark`` field names, else the default.
+    """
     config = config or EvalConfig()
     options = options or RunOptions()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sub = submission if isinstance(submission, Submission) else load_submission(submission)
+    if benchmark is None and sub.config.get("benchmark"):
+        # Precomputed files name the benchmark they were made for: that is the one to use.
+        benchmark = sub.config["benchmark"].partition("@")[0]
     bench = benchmark if isinstance(benchmark, Benchmark) else resolve_benchmark(benchmark)
     check_benchmark(sub, bench)
     timings["load_s"] = time.perf_counter() - t0

@@ -487,8 +487,18 @@ def dataset_card(manifest: dict[str, Any]) -> str:
             line = f"- {s.get('name', '?')}: {s.get('license', '?')} {s.get('url', '')}"
             lines.append(line.rstrip())
         lines.append("")
+    if manifest.get("artifacts"):
+        base = manifest.get("generator", {}).get("base_model", "base-model")
+        lines += [
+            "## Regenerating queries",
+            "",
+            f"The base model (`{base}`) and every customized model's delta (`deltas/MODEL_ID`)",
+            "ship with the data: each query's prompt and seed regenerate it (see attrib-bench's",
+            "`splits/generate/`). Generator settings are in `manifest.json` (`generator`).",
+            "",
+        ]
     lines += [
-        "Every shard's sha256 is in `manifest.json`; `attrib-bench splits verify` checks them.",
+        "Every file's sha256 is in `manifest.json`; `attrib-bench splits verify` checks them.",
         "",
     ]
     return "\n".join(lines)

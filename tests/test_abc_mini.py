@@ -43,6 +43,23 @@ def test_sizes_support_confidence_intervals(mini):
         assert f"deltas/{m.model_id}/custom_diffusion_lowrank.safetensors" in files
 
 
+def test_default_run_and_no_weight_features_beat_chance(mini):
+    """The README's main job, through the API: chance is chance, pixels are above it."""
+    from benchmark.evaluate import RunOptions, evaluate
+
+    quiet = RunOptions(progress=False, cache=False)
+    base = SHIPPED.parent / "baselines" / "submissions"
+    example = evaluate(SHIPPED.parent / "submissions" / "example_extractor", options=quiet)
+    assert example["benchmark"]["name"] == "abc-mini"
+    random = evaluate(base / "random", mini, options=quiet)
+    pixels = evaluate(base / "pixels", mini, options=quiet)
+    for r, p in zip(random["metrics"], pixels["metrics"], strict=True):
+        chance, seen = r["metrics"]["mAP"], p["metrics"]["mAP"]
+        assert chance["value"] < 0.02, r  # 1 exemplar among 2,000 distractors: ~0.004
+        assert seen["ci_low"] > chance["ci_high"], (p["test_case"], p["prompt_type"])
+        assert seen["value"] < 0.5  # not saturated
+
+
 def test_one_corrupt_byte_fails_loading(tmp_path):
     copy = tmp_path / "abc-mini"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("base-model", "deltas"))

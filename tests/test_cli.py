@@ -45,7 +45,8 @@ def runs(tiny, tmp_path_factory) -> dict[str, tuple[Result, Path]]:
     out = {}
     for kind, example in EXAMPLES.items():
         folder = tmp_path_factory.mktemp(f"eval-{kind}")
-        out[kind] = (invoke("evaluate", "-s", SUBMISSIONS / example, "-q", "-o", folder), folder)
+        args = ("evaluate", "-s", SUBMISSIONS / example, "-b", "abc-tiny", "-q", "-o", folder)
+        out[kind] = (invoke(*args), folder)
     return out
 
 
@@ -141,7 +142,8 @@ def test_selfcheck(tiny, kind):
 def test_list_benchmarks():
     for args in (["list"], ["list", "benchmarks"]):
         result = ok(invoke(*args))
-        assert result.stdout.startswith("abc-tiny (default)\t")
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("abc-mini (default)\t") and lines[1].startswith("abc-tiny\t")
 
 
 def test_list_test_cases():
@@ -176,7 +178,7 @@ def test_list_rejects_unknown_topic():
 
 def test_export(tiny, tmp_path):
     out = tmp_path / "ids"
-    result = ok(invoke("export", "--out", out))
+    result = ok(invoke("export", "-b", "abc-tiny", "--out", out))
     names = ("queries.tsv", "candidates.txt", "positives.tsv")
     assert result.stdout.splitlines() == [f"wrote {out / n}" for n in names]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
