@@ -401,7 +401,6 @@ def splits_pretrain(config, out, cache, install):
     log = Path(out) / "train_log.tsv"
     log.parent.mkdir(parents=True, exist_ok=True)
     with progress_bar(cfg.vae_steps + cfg.unet_steps, "pretraining") as bar:
-
         shown = [0]
 
         def progress(stage: str, step: int, loss: float) -> None:

@@ -75,18 +75,17 @@ def test_one_corrupt_byte_fails_loading(tmp_path):
 def test_a_query_regenerates_from_base_model_and_delta(mini):
     """Sample one model's batch of queries again from the shipped files; compare pixels."""
     pytest.importorskip("diffusers")
-    from dataclasses import replace
-
     from splits.generate.config import load_recipe
     from splits.generate.customize import load_delta
-    from splits.generate.pipeline import _load_base, encode
+    from splits.generate.pipeline import encode, load_base
     from splits.generate.sample import sample
 
     recipe = load_recipe("abc-mini")
     cfg = recipe.generate
     model = next(m for m in mini.models if m.part is Part.OBJECT_SEEN)
     batch = [q for q in mini.queries if q.model_id == model.model_id][: cfg.sampler.batch_size]
-    pipe = _load_base(replace(cfg, base_model=str(ROOT / "base-model")))
+    assert cfg.base_model == str(ROOT / "base-model")
+    pipe = load_base(cfg)
     load_delta(pipe, ROOT / "deltas" / model.model_id)
     images = sample(pipe, [q.prompt for q in batch], [q.seed for q in batch], cfg.sampler)
     ids = [q.query_id for q in batch]

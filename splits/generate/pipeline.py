@@ -65,7 +65,8 @@ def prompt_types(spec: ModelSpec) -> tuple[PromptType, PromptType]:
     return PromptType.GPT, second
 
 
-def _load_base(cfg: GenerateConfig):
+def load_base(cfg: GenerateConfig):
+    """The base pipeline of ``cfg`` in fp32 with the configured scheduler (no delta yet)."""
     import diffusers
     import torch
     from diffusers import StableDiffusionPipeline
@@ -120,7 +121,7 @@ def generate_models(
         if (folder / "done.json").is_file():
             continue
         started = time.perf_counter()
-        pipe = _load_base(cfg)
+        pipe = load_base(cfg)
         exemplars = [square_rgb(e.path, cfg.image_size) for e in spec.exemplars]
         stats = customize(
             pipe,
@@ -131,9 +132,9 @@ def generate_models(
         )
         save_delta(pipe, folder / "delta", cfg.customize.token, cfg.customize.delta_rank)
         customized = time.perf_counter()
-        regen = _load_base(cfg)
+        regen = load_base(cfg)
         load_delta(regen, folder / "delta")
-        base = _load_base(cfg) if cfg.base_samples else None
+        base = load_base(cfg) if cfg.base_samples else None
         records = []
         for ptype in prompt_types(spec):
             texts = prompts(
