@@ -69,6 +69,9 @@ def _format_estimate(est: dict) -> str:
     return f"{est['value']:.3f} [{est['ci_low']:.3f}, {est['ci_high']:.3f}]"
 
 
+UNIFORM_THRESHOLD = 1e3
+
+
 def render_table(result: dict) -> str:
     """The human-readable summary printed by ``evaluate``."""
     measures = ("mAP", "recall@5", "recall@10", "recall@100")
@@ -96,12 +99,18 @@ def render_table(result: dict) -> str:
     out = [title, *lines]
     cal = result["calibration"]
     if "test" in cal:
-        t = cal["test"]
+        t, c = cal["test"], cal["calibrator"]
+        # A threshold this far above exp(0) = 1 flattens every query's distribution: the fit
+        # found the val scores carry no usable confidence. Say so rather than print a tau
+        # that no longer matters.
+        fit = (
+            f"uniform over the candidates, b={c['threshold']:.3g}"
+            if c["threshold"] > UNIFORM_THRESHOLD
+            else f"tau={c['temperature']:.4g}, b={c['threshold']:.4g}"
+        )
         out.append(
-            f"calibration (fit on val, tau={cal['calibrator']['temperature']:.4g}, "
-            f"b={cal['calibrator']['threshold']:.4g}): exemplar NLL "
-            f"{t['exemplar_nll']:.3f}, exemplar mass {t['exemplar_mass']:.3f}, "
-            f"ECE {t['ece']:.4f}"
+            f"calibration (fit on val, {fit}): exemplar NLL {t['exemplar_nll']:.3f}, "
+            f"exemplar mass {t['exemplar_mass']:.3f}, ECE {t['ece']:.4f}"
         )
     else:
         out.append(f"calibration skipped: {cal.get('skipped')}")

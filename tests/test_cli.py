@@ -259,3 +259,13 @@ def test_help_lists_commands():
     result = ok(invoke("--help"))
     for command in ("evaluate", "selfcheck", "validate", "list", "export", "compare"):
         assert command in result.stdout
+
+
+def test_a_flat_calibration_is_reported_as_uniform(runs):
+    from benchmark.cli import render_table
+
+    data = json.loads((runs["features"][1] / "result.json").read_text())
+    assert "tau=" in render_table(data).splitlines()[-1]
+    data["calibration"]["calibrator"]["threshold"] = 1.03e8
+    last = render_table(data).splitlines()[-1]
+    assert last.startswith("calibration (fit on val, uniform over the candidates, b=1.03e+08)")
