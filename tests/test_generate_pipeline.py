@@ -91,6 +91,9 @@ def test_freeze_writes_a_loadable_benchmark(setup):
     root, domain, cfg = setup
     out = root / "run"
     generate_models(domain, cfg, out)
+    stale = root / "frozen" / "deltas" / "model-of-an-older-run"
+    stale.mkdir(parents=True)
+    (stale / "token_embedding.safetensors").write_bytes(b"old")
     bench = freeze(
         domain, cfg, out, root / "frozen", name="abc-smoke", version="0.0.1", description="smoke"
     )
@@ -103,6 +106,7 @@ def test_freeze_writes_a_loadable_benchmark(setup):
     # The base model and every delta travel with the benchmark, hashed in the manifest.
     files = {a["path"] for a in bench.manifest["artifacts"]}
     assert "base-model/model_index.json" in files
+    assert not stale.exists() and not any("older-run" in f for f in files)
     for spec in domain.models:
         assert f"deltas/{spec.model_id}/token_embedding.safetensors" in files
     assert verify_benchmark(root / "frozen")["artifacts"] == len(files)

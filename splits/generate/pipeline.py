@@ -261,6 +261,8 @@ def _store_artifacts(
     ``dest`` and the base model as the benchmark names it (a folder inside it, or a Hub id).
     """
     dest.mkdir(parents=True, exist_ok=True)
+    for derived in ("data", "deltas"):  # rewritten whole: nothing stale may be hashed in
+        shutil.rmtree(dest / derived, ignore_errors=True)
     files = []
     base, base_ref = Path(cfg.base_model), cfg.base_model
     if base.is_dir():
