@@ -326,7 +326,7 @@ def compare(a, b, measure, seed):
 
 @main.group()
 def splits() -> None:
-    """Build, verify and publish benchmark versions (generate and freeze are still to come)."""
+    """Build, verify, check and publish benchmark versions (the reference generation pipeline)."""
 
 
 @splits.command(name="verify")
