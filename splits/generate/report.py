@@ -65,6 +65,11 @@ def collect(domain: Domain, run_dir: str | Path) -> list[Sample]:
     return out
 
 
+def _rgb(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
 def embed(extractor, images: Sequence[Image.Image], batch: int = 256) -> torch.Tensor:
     rows = []
     with torch.inference_mode():
@@ -102,7 +107,7 @@ def signal(
     per_side = {}
     for side in SIDES:
         say(f"scoring {len(samples)} {side} samples")
-        images = [Image.open(getattr(s, side)).convert("RGB") for s in samples]
+        images = [_rgb(getattr(s, side)) for s in samples]
         counts = scoring.score_features(
             embed(extractor, images),
             x,
@@ -204,8 +209,8 @@ def contact_sheet(
 
         put(square_rgb(spec.exemplars[0].path, image_size), 0)
         for i, qid in enumerate(picks):
-            put(Image.open(folder / "queries" / f"{qid}.png"), x_custom + i * cell)
-            put(Image.open(folder / "base" / f"{qid}.png"), x_base + i * cell)
+            put(_rgb(folder / "queries" / f"{qid}.png"), x_custom + i * cell)
+            put(_rgb(folder / "base" / f"{qid}.png"), x_base + i * cell)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)
