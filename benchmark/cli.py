@@ -367,6 +367,14 @@ def splits_push(path, repo_id, dry_run, create_pr):
     click.echo(push_benchmark(path, repo_id, create_pr=create_pr))
 
 
+_sources_cache = click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where sources are unpacked (default: the attrib-bench cache).",
+)
+
+
 @splits.command(name="pretrain")
 @click.argument("config")
 @click.option(
@@ -375,12 +383,7 @@ def splits_push(path, repo_id, dry_run, create_pr):
     type=click.Path(path_type=Path),
     help="Run folder: checkpoints/, train_log.tsv and, when done, pipeline/.",
 )
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where sources are unpacked (default: the attrib-bench cache).",
-)
+@_sources_cache
 @click.option(
     "--install",
     is_flag=True,
@@ -438,12 +441,7 @@ def splits_pretrain(config, out, cache, install):
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--num-shards", default=1, show_default=True, help="Split models over machines.")
 @click.option("--shard-index", default=0, show_default=True)
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where sources are unpacked (default: the attrib-bench cache).",
-)
+@_sources_cache
 @_friendly
 def splits_generate(config, out, num_shards, shard_index, cache):
     """Customize and sample every model of CONFIG (resumable; rerun to continue)."""
@@ -486,7 +484,7 @@ def splits_generate(config, out, num_shards, shard_index, cache):
 )
 @click.option("--sheet", type=click.Path(path_type=Path), default=None, help="Contact sheet PNG.")
 @click.option("--sheet-models", default=10, show_default=True)
-@click.option("--cache", type=click.Path(path_type=Path), default=None)
+@_sources_cache
 @_friendly
 def splits_report(config, run_dir, out, sheet, sheet_models, cache):
     """Signal check of a generation run: customized vs base samples, and a contact sheet."""
@@ -530,7 +528,7 @@ def splits_report(config, run_dir, out, sheet, sheet_models, cache):
 @click.argument("config")
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--dest", required=True, type=click.Path(path_type=Path))
-@click.option("--cache", type=click.Path(path_type=Path), default=None)
+@_sources_cache
 @_friendly
 def splits_freeze(config, run_dir, dest, cache):
     """Write the benchmark folder (Parquet shards, card, manifest) from a finished run."""
