@@ -109,7 +109,8 @@ def render_table(result: dict) -> str:
             else f"tau={c['temperature']:.4g}, b={c['threshold']:.4g}"
         )
         out.append(
-            f"calibration (fit on val, {fit}): exemplar NLL {t['exemplar_nll']:.3f}, "
+            f"calibration ({'fit on val' if cal['fitted_on'] == 'val' else 'stored'}, "
+            f"{fit}): exemplar NLL {t['exemplar_nll']:.3f}, "
             f"exemplar mass {t['exemplar_mass']:.3f}, ECE {t['ece']:.4f}"
         )
     else:
@@ -118,14 +119,50 @@ def render_table(result: dict) -> str:
     return "\n".join(out)
 
 
+_weights_option = click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Baseline weights: the file, or a folder of checkpoints "
+    "(default: $ATTRIB_BENCH_WEIGHTS, then the Hugging Face / download cache).",
+)
+
+
+def _submission_or_baseline(submission, baseline, weights):
+    """The submission to evaluate: a folder, or a catalog baseline by name."""
+    if (submission is None) == (baseline is None):
+        raise AttribBenchError(
+            None,
+            "--submission/--baseline",
+            "give exactly one of them",
+            "e.g. --submission submissions/example_extractor or --baseline pixels",
+        )
+    if baseline is None:
+        if weights is not None:
+            raise AttribBenchError(
+                None, "--weights", "applies to --baseline only", "drop --weights"
+            )
+        return submission
+    from baselines.models import baseline_submission
+
+    return baseline_submission(baseline, weights)
+
+
 @main.command()
 @click.option(
     "--submission",
     "-s",
-    required=True,
     type=click.Path(path_type=Path),
+    default=None,
     help="Submission folder (holding submission.yaml).",
 )
+@click.option(
+    "--baseline",
+    default=None,
+    help="A catalog baseline instead of a submission (attrib-bench list baselines), "
+    "e.g. pixels or dino_vitb16.tuned_abc-mini.",
+)
+@_weights_option
 @click.option(
     "--benchmark",
     "-b",
@@ -160,6 +197,8 @@ def render_table(result: dict) -> str:
 @_friendly
 def evaluate(
     submission,
+    baseline,
+    weights,
     benchmark,
     output,
     as_json,
@@ -171,7 +210,7 @@ def evaluate(
     no_cache,
     quiet,
 ):
-    """Score a submission; write result.json and print a table."""
+    """Score a submission or a baseline; write result.json and print a table."""
     from benchmark.evaluate import EvalConfig, RunOptions
     from benchmark.evaluate import evaluate as run
     from benchmark.results import write_result
@@ -185,7 +224,7 @@ def evaluate(
     )
     if output is not None:
         ensure_dir(output, "--output", create=False)  # fail before the work, not after it
-    result = run(submission, benchmark, config, options)
+    result = run(_submission_or_baseline(submission, baseline, weights), benchmark, config, options)
     out_dir = output or Path("results") / result["benchmark"]["name"] / result["submission"]["name"]
     path = write_result(result, ensure_dir(out_dir, "--output"))
     if as_json:
@@ -255,11 +294,33 @@ def validate(file):
 
 @main.command(name="list")
 @click.argument(
-    "what", type=click.Choice(["benchmarks", "test-cases", "measures"]), default="benchmarks"
+    "what",
+    type=click.Choice(["benchmarks", "baselines", "test-cases", "measures"]),
+    default="benchmarks",
 )
 def list_(what):
-    """List registered benchmarks, test cases or measures."""
-    if what == "benchmarks":
+    """List registered benchmarks, baselines, test cases or measures."""
+    if what == "baselines":
+        from baselines.catalog import SPECS, pin
+        from baselines.tuned import available_tuned
+
+        click.echo("name\tdim\tpreprocessing\tweights\tpinned\tlicense\tAbC")
+        for spec in SPECS:
+            pre = spec.preprocess.describe() if spec.preprocess else "-"
+            lock = pin(spec.name)
+            pinned = (
+                "-"
+                if spec.weights is None
+                else "sha256" + ("+revision" if lock.get("revision") else "")
+                if lock.get("sha256")
+                else "no"
+            )
+            source = spec.weights.source if spec.weights else "none"
+            abc = "yes" if spec.in_abc else "no"
+            click.echo(f"{spec.name}\t{spec.dim}\t{pre}\t{source}\t{pinned}\t{spec.license}\t{abc}")
+        for name, path in available_tuned():
+            click.echo(f"{name}\t\ttuned heads\t{path}\t\t\t")
+    elif what == "benchmarks":
         from benchmark.benchmarks import BENCHMARKS, DEFAULT_BENCHMARK
 
         for e in BENCHMARKS.entries():
@@ -551,3 +612,140 @@ def splits_freeze(config, run_dir, dest, cache):
         f"froze {bench.name} {bench.version} into {dest} "
         f"(manifest sha256 {bench.manifest_sha256[:12]})"
     )
+
+
+@main.command(name="train-tuned")
+@click.option("--backbone", required=True, help="Catalog baseline to tune (list baselines).")
+@click.option("--benchmark", "-b", default=None, help="Benchmark with train and val parts.")
+@_weights_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the head file (default: <cache>/tuned, where evaluate finds it).",
+)
+@click.option("--epochs", default=100, show_default=True)
+@click.option("--batch-size", default=32, show_default=True, help="Train queries per step.")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--temperature", default=0.05, show_default=True)
+@click.option("--identity-weight", default=1e-3, show_default=True)
+@click.option("--patience", default=20, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default=None)
+@click.option("--quiet", "-q", is_flag=True)
+@_friendly
+def train_tuned(
+    backbone,
+    benchmark,
+    weights,
+    out,
+    epochs,
+    batch_size,
+    lr,
+    temperature,
+    identity_weight,
+    patience,
+    seed,
+    device,
+    quiet,
+):
+    """Train AbC's two linear heads on a backbone's cached features (train part, val-selected).
+
+    The result is usable as BACKBONE.tuned_BENCHMARK wherever a baseline name is accepted.
+    """
+    from baselines.tuned import TuneConfig, read_heads
+    from baselines.tuned import train_tuned as train
+    from benchmark.benchmarks import resolve_benchmark
+    from benchmark.splits import cache_root
+
+    config = TuneConfig(epochs, batch_size, lr, temperature, identity_weight, patience, seed)
+    out = ensure_dir(out or cache_root() / "tuned", "--out")
+    bench = resolve_benchmark(benchmark)
+
+    def progress(epoch: int, loss: float, val_map: float) -> None:
+        if not quiet:
+            click.echo(f"epoch {epoch:3d}  loss {loss:.4f}  val mAP {val_map:.4f}")
+
+    path = train(
+        backbone,
+        bench,
+        out,
+        config,
+        weights=weights,
+        device=device,
+        progress=progress,
+        show_progress=not quiet,
+    )
+    record = read_heads(path).record
+    click.echo(
+        f"selected epoch {record['selected_epoch']}: val mAP {record['val_mAP_selected']:.4f} "
+        f"(identity heads {record['val_mAP_identity']:.4f})"
+    )
+    click.echo(f"wrote {path}")
+
+
+@main.group()
+def baselines() -> None:
+    """Maintain the baseline catalog: pin weights, store calibrators."""
+
+
+@baselines.command(name="calibrate")
+@click.argument("name")
+@click.option("--benchmark", "-b", default=None)
+@_weights_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder (default: the catalog's baselines/calibrators, where evaluate finds it).",
+)
+@_friendly
+def baselines_calibrate(name, benchmark, weights, out):
+    """Fit AbC's calibrator on a benchmark's val part and store it beside the catalog."""
+    from baselines.catalog import calibrator_path, split_name
+    from baselines.models import baseline_submission, load_baseline
+    from benchmark.benchmarks import resolve_benchmark
+    from benchmark.evaluate import EvalConfig, RunOptions, calibrate, rank_counts
+    from benchmark.fileio import write_json
+
+    if split_name(name)[1] is not None:
+        raise AttribBenchError(
+            None, name, "tuned heads store their calibrator already", "retrain with train-tuned"
+        )
+    bench = resolve_benchmark(benchmark)
+    extractor = load_baseline(name, weights)
+    path = calibrator_path(name, bench.name, bench.version, out)
+    config = EvalConfig()
+    counts, _ = rank_counts(
+        baseline_submission(name, weights), bench, config, RunOptions(progress=False), {}
+    )
+    cal = calibrate(counts, bench, config)  # always a fresh fit on val
+    if "calibrator" not in cal:
+        raise AttribBenchError(None, name, f"no calibrator: {cal['skipped']}", "use a val part")
+    ensure_dir(path.parent, "--out")
+    record = {
+        "baseline": name,
+        "benchmark": bench.name,
+        "version": bench.version,
+        "feature_key": extractor.feature_key,
+        "fitted_on": "val",
+        "num_fit_queries": cal["num_fit_queries"],
+        "top_n": config.top_n,
+        "calibrator": cal["calibrator"],
+    }
+    write_json(path, record)
+    c = cal["calibrator"]
+    click.echo(f"tau={c['temperature']:.4g} b={c['threshold']:.4g}; wrote {path}")
+
+
+@baselines.command(name="pin")
+@click.argument("names", nargs=-1)
+@_friendly
+def baselines_pin(names):
+    """Record each weighted baseline's Hub revision and sha256 in weights.lock.json (network)."""
+    from baselines.catalog import CATALOG
+    from baselines.weights import pin_weights
+
+    for name in names or [n for n, s in CATALOG.items() if s.weights is not None]:
+        entry = pin_weights(name)
+        click.echo(f"{name}\trevision {entry['revision']}\tsha256 {entry['sha256']}")

@@ -16,7 +16,6 @@ from benchmark import features as feat
 from benchmark import scoring, stats
 from benchmark.benchmarks import resolve_benchmark
 from benchmark.errors import AttribBenchError, SubmissionError
-from benchmark.fileio import sha256_text
 from benchmark.metrics import MEASURES, RECALL_KS, per_query_bounds
 from benchmark.progress import progress_bar
 from benchmark.results import build_result
@@ -101,11 +100,12 @@ def evaluate(
     check_benchmark(sub, bench)
     timings["load_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    counts, device = rank_counts(sub, bench, config, options, timings)
+    stored: dict[str, Any] = {}
+    counts, device = rank_counts(sub, bench, config, options, timings, stored)
     timings["scoring_s"] = time.perf_counter() - t1 - timings.get("features_s", 0.0)
     t2 = time.perf_counter()
     cells, flags = aggregate(counts, bench, config)
-    calibration = calibrate(counts, bench, config)
+    calibration = calibrate(counts, bench, config, stored.get("calibrator"))
     timings["metrics_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     return build_result(
@@ -139,7 +139,9 @@ def rank_counts(
     config: EvalConfig,
     options: RunOptions,
     timings: dict[str, float],
+    stored: dict[str, Any] | None = None,
 ) -> tuple[scoring.RankCounts, torch.device | str]:
+    """Rank counts of every evaluated query; ``stored`` receives an extractor's calibrator."""
     qids = [q.query_id for q in bench.evaluated_queries]
     ex_ids, ex_cols = _exemplar_layout(bench)
     n_d = len(bench.distractor_ids)
@@ -162,7 +164,7 @@ def rank_counts(
         device: torch.device | str = "cpu"
     else:
         t = time.perf_counter()
-        queries, exemplars, gallery, device = extract_features(sub, bench, options)
+        queries, exemplars, gallery, device = extract_features(sub, bench, options, stored)
         timings["features_s"] = time.perf_counter() - t
     local_cols = [[c - n_d for c in cols] for cols in ex_cols]
     with progress_bar(n_d, "scoring distractors", options.progress) as bar:
@@ -185,19 +187,31 @@ def _rows_reader(array: np.ndarray, rows: np.ndarray):
     return chunks
 
 
-def extract_features(sub: Submission, bench: Benchmark, options: RunOptions):
+def extract_features(
+    sub: Submission,
+    bench: Benchmark,
+    options: RunOptions,
+    stored: dict[str, Any] | None = None,
+):
     extractor = load_extractor(sub)
     device = feat.pick_device(options.device)
     if hasattr(extractor, "to"):
         extractor = extractor.to(device) or extractor
-    key = sha256_text(f"{sub.sha256}:{getattr(extractor, 'spec', None)!r}")[:24]
-    cache = feat.FeatureCache(key) if options.cache else None
+    if stored is not None and callable(getattr(extractor, "stored_calibrator", None)):
+        stored["calibrator"] = extractor.stored_calibrator(bench.name, bench.version)
+    # An extractor with a ``backbone`` and ``project`` (tuned heads) caches the backbone's
+    # features, so retraining heads never re-runs the backbone.
+    project = getattr(extractor, "project", None)
+    runner = getattr(extractor, "backbone", None) if project else None
+    runner = runner or extractor
+    cache = feat.FeatureCache(feat.cache_key(runner, sub.sha256)) if options.cache else None
     batch = options.batch_size or sub.config["extractor"].get("batch_size")
     qids = [q.query_id for q in bench.evaluated_queries]
     ex_ids = list(bench.evaluated_exemplar_ids)
     total = len(qids) + len(ex_ids) + len(bench.distractor_ids)
     with progress_bar(total, "extracting features", options.progress) as bar:
-        source = str(sub.root / sub.config["extractor"]["entry"].partition(":")[0])
+        module = sub.config["extractor"]["entry"].partition(":")[0]
+        source = str(sub.root / module) if module.endswith(".py") else module
         common = {
             "cache": cache,
             "device": device,
@@ -205,12 +219,17 @@ def extract_features(sub: Submission, bench: Benchmark, options: RunOptions):
             "progress": bar,
             "source": source,
         }
-        q = feat.extract_table(extractor, bench, "queries", set(qids), role="query", **common)
-        x = feat.extract_table(extractor, bench, "exemplars", set(ex_ids), role="gallery", **common)
-        d = feat.extract_table(extractor, bench, "distractors", None, role="gallery", **common)
+        q = feat.extract_table(runner, bench, "queries", set(qids), role="query", **common)
+        x = feat.extract_table(runner, bench, "exemplars", set(ex_ids), role="gallery", **common)
+        d = feat.extract_table(runner, bench, "distractors", None, role="gallery", **common)
     queries = feat.stack(q, qids)
     exemplars = feat.stack(x, ex_ids)
     distractors = feat.stack(d, list(bench.distractor_ids))
+    if runner is not extractor:
+        with torch.inference_mode():
+            queries = project(queries, "synth").cpu()
+            exemplars = project(exemplars, "real").cpu()
+            distractors = project(distractors, "real").cpu()
     if queries.shape[1] != distractors.shape[1]:
         raise SubmissionError(
             sub.yaml_path,
@@ -290,7 +309,7 @@ def aggregate(counts: scoring.RankCounts, bench: Benchmark, config: EvalConfig):
     return cells, sorted(set(flags))
 
 
-def _candidate_sets(counts: scoring.RankCounts, rows: np.ndarray):
+def candidate_sets(counts: scoring.RankCounts, rows: np.ndarray):
     scores, labels = [], []
     for i in rows:
         ex = counts.exemplar_scores[i][np.isfinite(counts.exemplar_scores[i])]
@@ -300,30 +319,39 @@ def _candidate_sets(counts: scoring.RankCounts, rows: np.ndarray):
     return scores, labels
 
 
-def calibrate(counts: scoring.RankCounts, bench: Benchmark, config: EvalConfig):
-    """Fit AbC's calibrator on ``val``; report it on every test cell and on all test queries."""
+def calibrate(
+    counts: scoring.RankCounts,
+    bench: Benchmark,
+    config: EvalConfig,
+    stored: dict[str, Any] | None = None,
+):
+    """Fit AbC's calibrator on ``val`` (or use ``stored``, one the submission ships, fitted on
+    this benchmark's val); report it on every test cell and on all test queries."""
     parts = np.array([q.part.value for q in bench.evaluated_queries])
     val = np.flatnonzero(parts == Part.VAL.value)
-    if len(val) == 0:
-        return {"skipped": "the benchmark has no val queries to fit the calibrator on"}
     if config.top_n == 0:
         return {"skipped": "top_n = 0: no distractor scores were kept"}
-    cal = calib.fit_calibrator(*_candidate_sets(counts, val))
+    if stored is not None:
+        cal = calib.Calibrator(float(stored["temperature"]), float(stored["threshold"]))
+        fitted_on = f"val, stored with the submission ({stored.get('source', 'extractor')})"
+    elif len(val) == 0:
+        return {"skipped": "the benchmark has no val queries to fit the calibrator on"}
+    else:
+        cal = calib.fit_calibrator(*candidate_sets(counts, val))
+        fitted_on = "val"
     ptypes = np.array([q.prompt_type.value for q in bench.evaluated_queries])
     test = np.flatnonzero(parts != Part.VAL.value)
     cells = []
     for part in TEST_CASES:
         for ptype in sorted(set(ptypes[parts == part.value])):
             rows = np.flatnonzero((parts == part.value) & (ptypes == ptype))
-            m = calib.calibration_metrics(cal, *_candidate_sets(counts, rows), bins=config.ece_bins)
+            m = calib.calibration_metrics(cal, *candidate_sets(counts, rows), bins=config.ece_bins)
             m.pop("reliability")
             cells.append({"test_case": part.value, "prompt_type": ptype, **m})
     return {
-        "fitted_on": "val",
+        "fitted_on": fitted_on,
         "num_fit_queries": len(val),
         "calibrator": cal.to_dict(),
-        "test": calib.calibration_metrics(
-            cal, *_candidate_sets(counts, test), bins=config.ece_bins
-        ),
+        "test": calib.calibration_metrics(cal, *candidate_sets(counts, test), bins=config.ece_bins),
         "cells": cells,
     }

@@ -4,7 +4,9 @@ Features are cached per block of images under
 ``<cache>/features/<extractor key>/<role>/<block key>.safetensors``. A block key hashes the
 verified shard's sha256, the row offset and the ids, so a cached block is reused only for
 the same image bytes; a second run reads every block from disk, and an interrupted run
-resumes at the first missing block.
+resumes at the first missing block. A block cached whole (every row wanted) also serves any
+subset of its rows, so ``train-tuned`` (all queries) and ``evaluate`` (test and val queries)
+share one extraction.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from PIL import Image
 
 from benchmark.errors import AttribBenchError
 from benchmark.extractors import FeatureExtractor
+from benchmark.fileio import sha256_text
 from benchmark.splits import Benchmark, cache_root
 
 DEFAULT_BATCH = 64
@@ -43,6 +46,15 @@ def pick_device(requested: str | None = None) -> torch.device:
             "use --device cpu or omit --device",
         )
     return device
+
+
+def cache_key(extractor: FeatureExtractor, submission_sha256: str) -> str:
+    """The feature-cache folder of an extractor: its own ``feature_key`` when it has one (the
+    built-in baselines: code, weights and settings), else the submission's files + ``spec``."""
+    own = getattr(extractor, "feature_key", None)
+    if own:
+        return own
+    return sha256_text(f"{submission_sha256}:{getattr(extractor, 'spec', None)!r}")[:24]
 
 
 def decode(data: bytes) -> Image.Image:
@@ -111,6 +123,10 @@ def extract_table(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for block in bench.iter_image_blocks(table, wanted):
             feats = cache.load(role, block.key) if cache else None
+            if feats is None and cache and block.full_key != block.key:
+                whole = cache.load(role, block.full_key)  # cached by a run that wanted all rows
+                if whole is not None and whole.shape[0] > max(block.positions):
+                    feats = whole[list(block.positions)]
             if feats is None or feats.shape[0] != len(block.ids):
                 feats = run(block.images, pool, f"{table} {block.ids[0]}")
                 if cache:

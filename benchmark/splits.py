@@ -48,6 +48,10 @@ class ImageBlock:
     key: str
     ids: tuple[str, ...]
     images: tuple[bytes, ...]
+    #: The key of the whole shard block these rows come from, and their positions in it:
+    #: features cached for the whole block serve any subset of it.
+    full_key: str = ""
+    positions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,9 @@ class Benchmark:
                     continue
                 kept_ids = tuple(ids[i] for i in keep)
                 key = sha256_text(f"{entry['sha256']}:{start}:" + "\n".join(kept_ids))
-                yield ImageBlock(key, kept_ids, tuple(images[i] for i in keep))
+                full = key if len(keep) == len(ids) else None
+                full = full or sha256_text(f"{entry['sha256']}:{start}:" + "\n".join(ids))
+                yield ImageBlock(key, kept_ids, tuple(images[i] for i in keep), full, tuple(keep))
 
 
 # --------------------------------------------------------------------------------------------

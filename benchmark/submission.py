@@ -43,6 +43,9 @@ _FINITE_CHUNK = 1 << 16  # rows per NaN/inf check, to bound memory on huge files
 class Submission:
     root: Path
     config: dict[str, Any]
+    #: Set for built-in baselines: what identifies them (code, weights, heads) instead of
+    #: the files under ``root``.
+    hashes: dict[str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -59,6 +62,8 @@ class Submission:
     @cached_property
     def file_hashes(self) -> dict[str, str]:
         """sha256 of every file of the submission (relative path -> hex), sorted."""
+        if self.hashes is not None:
+            return dict(sorted(self.hashes.items()))
         files = sorted(
             p
             for p in self.root.rglob("*")

@@ -45,14 +45,14 @@ def test_sizes_support_confidence_intervals(mini):
 
 def test_default_run_and_no_weight_features_beat_chance(mini):
     """The README's main job, through the API: chance is chance, pixels are above it."""
+    from baselines.models import baseline_submission
     from benchmark.evaluate import RunOptions, evaluate
 
     quiet = RunOptions(progress=False, cache=False)
-    base = SHIPPED.parent / "baselines" / "submissions"
     example = evaluate(SHIPPED.parent / "submissions" / "example_extractor", options=quiet)
     assert example["benchmark"]["name"] == "abc-mini"
-    random = evaluate(base / "random", mini, options=quiet)
-    pixels = evaluate(base / "pixels", mini, options=quiet)
+    random = evaluate(baseline_submission("random"), mini, options=quiet)
+    pixels = evaluate(baseline_submission("pixels"), mini, options=quiet)
     for r, p in zip(random["metrics"], pixels["metrics"], strict=True):
         chance, seen = r["metrics"]["mAP"], p["metrics"]["mAP"]
         assert chance["value"] < 0.02, r  # 1 exemplar among 2,000 distractors: ~0.004

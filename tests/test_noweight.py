@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from baselines.models import baseline_submission
 from baselines.noweight import ColorHistogram, Pixels, RandomFeatures
 from benchmark.errors import SubmissionError
 from benchmark.submission import load_extractor, load_submission
-
-ROOT = Path(__file__).resolve().parents[1] / "baselines" / "submissions"
 
 
 def solid(rgb, size=32) -> Image.Image:
@@ -51,25 +48,40 @@ def test_random_features_are_deterministic_per_image():
     assert not torch.equal(a, RandomFeatures(dim=16, seed=1).preprocess(solid((1, 2, 3))))
 
 
+PIXELS_YAML = """\
+schema_version: 1
+name: pixels-16
+kind: extractor
+description: the built-in pixels feature, named by module
+license: MIT
+extractor:
+  entry: baselines.noweight:Pixels
+  kwargs: {size: 16}
+"""
+
+
 @pytest.mark.parametrize("name", ["pixels", "color_histogram", "random"])
 def test_builtin_baselines_load_as_submissions(name):
-    sub = load_submission(ROOT / name)
-    assert "module:baselines.noweight" in sub.file_hashes  # the code is part of the cache key
+    sub = baseline_submission(name)
+    assert set(sub.file_hashes) == {"code:baselines"}  # the code is part of the identity
     extractor = load_extractor(sub)
     x = torch.stack([extractor.preprocess(solid((200, 10, 10)))] * 2)
     assert extractor.embed(x).shape[0] == 2
 
 
+def test_module_entry_submissions_hash_the_module(tmp_path):
+    (tmp_path / "submission.yaml").write_text(PIXELS_YAML)
+    sub = load_submission(tmp_path)
+    assert "module:baselines.noweight" in sub.file_hashes  # a changed module is a new key
+    assert load_extractor(sub).size == 16
+
+
 def test_unknown_module_entry_is_one_clear_error(tmp_path):
     (tmp_path / "submission.yaml").write_text(
-        (ROOT / "pixels" / "submission.yaml")
-        .read_text()
-        .replace("baselines.noweight:Pixels", "baselines.nosuch:Pixels")
+        PIXELS_YAML.replace("baselines.noweight:Pixels", "baselines.nosuch:Pixels")
     )
     with pytest.raises(SubmissionError, match=r"extractor\.entry.*cannot import baselines\.nosuch"):
         load_extractor(load_submission(tmp_path))
-    (tmp_path / "submission.yaml").write_text(
-        (ROOT / "pixels" / "submission.yaml").read_text().replace(":Pixels", ":Pixel")
-    )
+    (tmp_path / "submission.yaml").write_text(PIXELS_YAML.replace(":Pixels", ":Pixel"))
     with pytest.raises(SubmissionError, match=r"no class .Pixel. in baselines\.noweight"):
         load_extractor(load_submission(tmp_path))

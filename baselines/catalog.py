@@ -1,0 +1,274 @@
+"""The baseline catalog: one name -> everything needed to rebuild a feature space exactly.
+
+Names follow timm's ``architecture.tag`` style. Each entry records its loader family, the
+architecture, where its weights come from (a Hugging Face Hub file or a URL, with the sha256
+and revision pinned in ``weights.lock.json``), the preprocessing AbC used, the feature dim and
+the weights' license. Nothing here imports torch; ``attrib-bench list baselines`` stays fast.
+
+Tuned versions are named ``BACKBONE.tuned_BENCHMARK`` (``dino_vitb16.tuned_abc-mini``): the
+backbone's features through two learned linear heads (see :mod:`baselines.tuned`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import AttribBenchError
+
+HERE = Path(__file__).resolve().parent
+LOCK_FILE = HERE / "weights.lock.json"
+CALIBRATOR_DIR = HERE / "calibrators"
+TUNED_SEP = ".tuned_"
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+OPENAI_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side, centre-crop, scale to [0, 1], normalize."""
+
+    resize: int
+    crop: int
+    interpolation: str  # "bicubic" | "bilinear"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def describe(self) -> str:
+        return f"resize {self.resize} {self.interpolation}, crop {self.crop}, mean/std {self.norm}"
+
+    @property
+    def norm(self) -> str:
+        for name, value in (("imagenet", IMAGENET), ("clip", OPENAI_CLIP), ("0.5", HALF)):
+            if (self.mean, self.std) == value:
+                return name
+        return f"{self.mean}/{self.std}"
+
+    def transform(self):
+        """The torchvision transform of one PIL image to a [3, crop, crop] tensor."""
+        from torchvision import transforms as T
+
+        mode = T.InterpolationMode(self.interpolation)
+        return T.Compose(
+            [
+                T.Resize(self.resize, interpolation=mode, antialias=True),
+                T.CenterCrop(self.crop),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a checkpoint comes from; pins live in ``weights.lock.json``.
+
+    ``filename`` is also the name looked for in a weights folder (``--weights DIR`` or
+    ``$ATTRIB_BENCH_WEIGHTS``). ``fmt`` is how the file is read: ``safetensors``,
+    ``torchscript`` (a TorchScript archive) or ``state_dict`` (a torch checkpoint, read with
+    ``weights_only=True``).
+    """
+
+    filename: str
+    fmt: str
+    hub_repo: str | None = None
+    url: str | None = None
+
+    @property
+    def source(self) -> str:
+        return f"hf://{self.hub_repo}/{self.filename}" if self.hub_repo else str(self.url)
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    name: str
+    family: str  # timm | open_clip | moco_v3 | torchscript | noweight
+    arch: str
+    dim: int
+    description: str
+    license: str
+    preprocess: Preprocess | None = None
+    weights: Weights | None = None
+    in_abc: bool = False  # one of the feature spaces AbC's paper evaluated
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_weights(self) -> bool:
+        return self.weights is not None
+
+
+def _timm(name, arch, repo, pre, dim, desc, in_abc=False, **kwargs) -> BaselineSpec:
+    weights = Weights("model.safetensors", "safetensors", hub_repo=repo)
+    return BaselineSpec(
+        name, "timm", arch, dim, desc, "apache-2.0", pre, weights, in_abc, dict(kwargs)
+    )
+
+
+SPECS: tuple[BaselineSpec, ...] = (
+    BaselineSpec(
+        "clip_vitb32.openai",
+        "open_clip",
+        "ViT-B-32-quickgelu",
+        512,
+        "OpenAI CLIP ViT-B/32 image encoder (open_clip), projected embedding",
+        "MIT",
+        Preprocess(224, 224, "bicubic", *OPENAI_CLIP),
+        Weights(
+            "ViT-B-32.pt",
+            "torchscript",
+            url="https://openaipublic.azureedge.net/clip/models/"
+            "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+        ),
+        in_abc=True,
+    ),
+    _timm(
+        "dino_vitb16",
+        "vit_base_patch16_224",
+        "timm/vit_base_patch16_224.dino",
+        Preprocess(256, 224, "bicubic", *IMAGENET),
+        768,
+        "DINO ViT-B/16 (timm), CLS token after the final norm",
+        in_abc=True,
+    ),
+    BaselineSpec(
+        "mocov3_vitb16.300ep",
+        "moco_v3",
+        "vit_base_patch16_224",
+        768,
+        "MoCo v3 ViT-B/16, 300 epochs: the base encoder's CLS token (projection head dropped)",
+        "CC-BY-NC-4.0",
+        Preprocess(256, 224, "bilinear", *IMAGENET),
+        Weights(
+            "vit-b-300ep.pth.tar",
+            "state_dict",
+            url="https://dl.fbaipublicfiles.com/moco-v3/vit-b-300ep/vit-b-300ep.pth.tar",
+        ),
+        in_abc=True,
+    ),
+    _timm(
+        "vit_base_patch16_384.augreg_in21k_ft_in1k",
+        "vit_base_patch16_384",
+        "timm/vit_base_patch16_384.augreg_in21k_ft_in1k",
+        Preprocess(384, 384, "bicubic", *HALF),
+        768,
+        "ViT-B/16 at 384, AugReg ImageNet-21k pretrained + 1k fine-tuned (timm), pre-logits CLS",
+        in_abc=True,
+    ),
+    BaselineSpec(
+        "sscd_resnet50.disc_mixup",
+        "torchscript",
+        "sscd_resnet50",
+        512,
+        "SSCD ResNet-50 disc_mixup copy-detection descriptor (TorchScript)",
+        "MIT",
+        Preprocess(288, 288, "bilinear", *IMAGENET),
+        Weights(
+            "sscd_disc_mixup.torchscript.pt",
+            "torchscript",
+            url="https://dl.fbaipublicfiles.com/sscd-copy-detection/sscd_disc_mixup.torchscript.pt",
+        ),
+        in_abc=True,
+    ),
+    _timm(
+        "dinov2_vitb14.lvd142m",
+        "vit_base_patch14_dinov2",
+        "timm/vit_base_patch14_dinov2.lvd142m",
+        Preprocess(256, 224, "bicubic", *IMAGENET),
+        768,
+        "DINOv2 ViT-B/14 (timm) at 224 (position embeddings resampled), CLS token",
+        img_size=224,
+    ),
+    BaselineSpec(
+        "clip_vitl14.laion2b_s32b_b82k",
+        "open_clip",
+        "ViT-L-14",
+        768,
+        "open_clip ViT-L/14 trained on LAION-2B (32B samples), projected image embedding",
+        "MIT",
+        Preprocess(224, 224, "bicubic", *HALF),
+        Weights(
+            "open_clip_model.safetensors",
+            "safetensors",
+            hub_repo="laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+        ),
+    ),
+    BaselineSpec(
+        "pixels",
+        "noweight",
+        "baselines.noweight:Pixels",
+        768,
+        "16x16 area-averaged pixels, each image centred on its mean (no weights)",
+        "MIT",
+        kwargs={"size": 16},
+    ),
+    BaselineSpec(
+        "color_histogram",
+        "noweight",
+        "baselines.noweight:ColorHistogram",
+        512,
+        "joint RGB histogram, 8 bins per channel, Hellinger embedding (no weights)",
+        "MIT",
+        kwargs={"bins": 8},
+    ),
+    BaselineSpec(
+        "random",
+        "noweight",
+        "baselines.noweight:RandomFeatures",
+        64,
+        "a fixed random vector per image: chance level (no weights)",
+        "MIT",
+        kwargs={"dim": 64, "seed": 0},
+    ),
+)
+
+CATALOG: dict[str, BaselineSpec] = {s.name: s for s in SPECS}
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """``"dino_vitb16.tuned_abc-mini"`` -> ``("dino_vitb16", "abc-mini")``."""
+    base, sep, bench = name.partition(TUNED_SEP)
+    return (base, bench) if sep else (name, None)
+
+
+def get_spec(name: str) -> BaselineSpec:
+    """The catalog entry of ``name`` (a tuned name gives its backbone's entry)."""
+    base, _ = split_name(name)
+    if base not in CATALOG:
+        import difflib
+
+        close = difflib.get_close_matches(base, CATALOG, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see `attrib-bench list baselines`"
+        raise AttribBenchError(None, "baseline", f"unknown baseline {base!r}", hint)
+    return CATALOG[base]
+
+
+def read_lock() -> dict[str, dict[str, Any]]:
+    """Pinned revision and sha256 per baseline name (``null`` where not yet pinned)."""
+    return json.loads(LOCK_FILE.read_text(encoding="utf-8"))["weights"]
+
+
+def pin(name: str) -> dict[str, Any]:
+    """The lock entry of a weighted baseline: ``{"revision": ..., "sha256": ...}``."""
+    return read_lock().get(split_name(name)[0], {"revision": None, "sha256": None})
+
+
+def calibrator_path(name: str, benchmark: str, version: str, folder: Path | None = None) -> Path:
+    return (folder or CALIBRATOR_DIR) / f"{name}.{benchmark}@{version}.json"
+
+
+def read_calibrator(
+    name: str, benchmark: str, version: str, feature_key: str
+) -> dict[str, Any] | None:
+    """A stored calibrator of ``name`` on ``benchmark@version``, if one was fitted on exactly
+    these features (same code, weights and settings); else None (evaluate then fits one)."""
+    path = calibrator_path(name, benchmark, version)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("feature_key") != feature_key:
+        return None
+    return {**data["calibrator"], "source": path.name}
