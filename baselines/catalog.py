@@ -110,7 +110,7 @@ def _timm(name, arch, repo, pre, dim, desc, in_abc=False, **kwargs) -> BaselineS
 
 SPECS: tuple[BaselineSpec, ...] = (
     BaselineSpec(
-        "clip_vitb32.openai",
+        "clip_vit_b32.openai",
         "open_clip",
         "ViT-B-32-quickgelu",
         512,
@@ -183,7 +183,7 @@ SPECS: tuple[BaselineSpec, ...] = (
         img_size=224,
     ),
     BaselineSpec(
-        "clip_vitl14.laion2b_s32b_b82k",
+        "clip_vit_l14.laion2b_s32b_b82k",
         "open_clip",
         "ViT-L-14",
         768,

@@ -36,7 +36,7 @@ OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 def code_sha256() -> str:
     """Hash of the code that turns weights into features (part of every cache key)."""
-    files = ("catalog.py", "models.py", "noweight.py")
+    files = ("models.py", "noweight.py")
     return sha256_text("".join((HERE / f).read_text(encoding="utf-8") for f in files))
 
 
@@ -219,7 +219,13 @@ class Baseline:
 
     @property
     def spec(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"baseline": self.name, "code": code_sha256()[:16]}
+        e = self.entry
+        recipe = f"{e.family}:{e.arch}:{e.preprocess}:{sorted(e.kwargs.items())}"
+        out: dict[str, Any] = {
+            "baseline": self.name,
+            "code": code_sha256()[:16],
+            "recipe": sha256_text(recipe)[:16],  # the catalog fields that shape features
+        }
         if self.model is None:
             out.update(self._inner.spec)
         else:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.catalog import HERE, TUNED_SEP, split_name
+from baselines.tune_config import TuneConfig
 from benchmark.errors import AttribBenchError
 from benchmark.fileio import sha256_file
 from benchmark.splits import cache_root
@@ -46,29 +47,6 @@ from benchmark.splits import cache_root
 SHIPPED_DIR = HERE / "tuned"
 ROLES = ("real", "synth")
 METADATA_KEY = "attrib_bench"
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """Every setting of head training; stored in the head file."""
-
-    epochs: int = 100
-    batch_size: int = 32
-    lr: float = 1e-3
-    temperature: float = 0.05
-    identity_weight: float = 1e-3
-    patience: int = 20
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise AttribBenchError(
-                None, "train-tuned", "epochs, batch size and patience must be >= 1", "fix them"
-            )
-        if not (self.lr > 0 and self.temperature > 0 and self.identity_weight >= 0):
-            raise AttribBenchError(
-                None, "train-tuned", "lr and temperature must be > 0", "fix them"
-            )
 
 
 class Heads(nn.Module):

@@ -177,6 +177,13 @@ def _submission_or_baseline(submission, baseline, weights):
     default=None,
     help="Folder for result.json (default: results/<benchmark>/<submission>).",
 )
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also add the result to a results store (e.g. leaderboard/results).",
+)
+@click.option("--replace", is_flag=True, help="With --store: supersede an entry from other files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
 @click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option(
@@ -201,6 +208,8 @@ def evaluate(
     weights,
     benchmark,
     output,
+    store,
+    replace,
     as_json,
     seed,
     tie_policy,
@@ -213,7 +222,7 @@ def evaluate(
     """Score a submission or a baseline; write result.json and print a table."""
     from benchmark.evaluate import EvalConfig, RunOptions
     from benchmark.evaluate import evaluate as run
-    from benchmark.results import write_result
+    from benchmark.results import store_result, stored_result_path, write_result
     from benchmark.types import TiePolicy
 
     config = EvalConfig(
@@ -232,6 +241,11 @@ def evaluate(
     else:
         click.echo(render_table(result))
         click.echo(f"wrote {path}")
+    if store is not None:
+        ensure_dir(stored_result_path(store, result).parent, "--store")
+        stored = store_result(store, result, replace=replace)
+        if not as_json:
+            click.echo(f"stored {stored}")
 
 
 @main.command()
@@ -624,13 +638,13 @@ def splits_freeze(config, run_dir, dest, cache):
     default=None,
     help="Folder for the head file (default: <cache>/tuned, where evaluate finds it).",
 )
-@click.option("--epochs", default=100, show_default=True)
-@click.option("--batch-size", default=32, show_default=True, help="Train queries per step.")
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--temperature", default=0.05, show_default=True)
-@click.option("--identity-weight", default=1e-3, show_default=True)
-@click.option("--patience", default=20, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Most epochs (100).")
+@click.option("--batch-size", type=int, default=None, help="Train queries per step (32).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (0.001).")
+@click.option("--temperature", type=float, default=None, help="InfoNCE temperature (0.05).")
+@click.option("--identity-weight", type=float, default=None, help="Pull to identity (0.1).")
+@click.option("--patience", type=int, default=None, help="Epochs without val gain (20).")
+@click.option("--seed", type=int, default=None, help="Seed (0).")
 @click.option("--device", default=None)
 @click.option("--quiet", "-q", is_flag=True)
 @_friendly
@@ -653,12 +667,22 @@ def train_tuned(
 
     The result is usable as BACKBONE.tuned_BENCHMARK wherever a baseline name is accepted.
     """
-    from baselines.tuned import TuneConfig, read_heads
+    from baselines.tune_config import TuneConfig
+    from baselines.tuned import read_heads
     from baselines.tuned import train_tuned as train
     from benchmark.benchmarks import resolve_benchmark
     from benchmark.splits import cache_root
 
-    config = TuneConfig(epochs, batch_size, lr, temperature, identity_weight, patience, seed)
+    given = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "temperature": temperature,
+        "identity_weight": identity_weight,
+        "patience": patience,
+        "seed": seed,
+    }
+    config = TuneConfig(**{k: v for k, v in given.items() if v is not None})
     out = ensure_dir(out or cache_root() / "tuned", "--out")
     bench = resolve_benchmark(benchmark)
 

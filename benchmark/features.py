@@ -120,22 +120,47 @@ def extract_table(
         source,
     )
     out: dict[str, torch.Tensor] = {}
+
+    def finish(block, futures) -> None:
+        feats = run.finish(futures, f"{table} {block.ids[0]}")
+        if cache:
+            cache.save(role, block.key, feats)
+        emit(block, feats)
+
+    def emit(block, feats: torch.Tensor) -> None:
+        for i, image_id in enumerate(block.ids):
+            out[image_id] = feats[i]
+        if progress:
+            progress(len(block.ids))
+
+    # One block of look-ahead: the pool decodes and preprocesses block n+1 while block n is
+    # embedded, so a fast accelerator does not wait for image preprocessing.
+    pending = None
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for block in bench.iter_image_blocks(table, wanted):
-            feats = cache.load(role, block.key) if cache else None
-            if feats is None and cache and block.full_key != block.key:
-                whole = cache.load(role, block.full_key)  # cached by a run that wanted all rows
-                if whole is not None and whole.shape[0] > max(block.positions):
-                    feats = whole[list(block.positions)]
-            if feats is None or feats.shape[0] != len(block.ids):
-                feats = run(block.images, pool, f"{table} {block.ids[0]}")
-                if cache:
-                    cache.save(role, block.key, feats)
-            for i, image_id in enumerate(block.ids):
-                out[image_id] = feats[i]
-            if progress:
-                progress(len(block.ids))
+            feats = _cached(cache, role, block)
+            if feats is not None:
+                emit(block, feats)
+                continue
+            started = (block, run.start(block.images, pool))
+            if pending:
+                finish(*pending)
+            pending = started
+        if pending:
+            finish(*pending)
     return out
+
+
+def _cached(cache: FeatureCache | None, role: str, block) -> torch.Tensor | None:
+    """A block's cached features: its own entry, or rows of a cached whole block."""
+    if cache is None:
+        return None
+    feats = cache.load(role, block.key)
+    if feats is None and block.full_key != block.key:
+        whole = cache.load(role, block.full_key)  # cached by a run that wanted every row
+        if whole is not None and whole.shape[0] > max(block.positions):
+            feats = whole[list(block.positions)]
+    return feats if feats is not None and feats.shape[0] == len(block.ids) else None
 
 
 class _Runner:
@@ -162,15 +187,22 @@ class _Runner:
                 "fix the extractor (ATTRIB_BENCH_DEBUG=1 shows the traceback)",
             ) from None
 
-    def __call__(self, images, pool, where: str) -> torch.Tensor:
-        tensors = self._user(
-            "preprocess",
-            lambda: list(pool.map(lambda b: self.extractor.preprocess(decode(b)), images)),
-        )
+    def start(self, images, pool) -> list:
+        """Submit decode + preprocess of every image to ``pool``."""
+        pre = self.extractor.preprocess
+        return [pool.submit(lambda b: pre(decode(b)), data) for data in images]
+
+    def finish(self, futures: list, where: str) -> torch.Tensor:
+        """Wait for the preprocessed images and embed them in batches."""
+        tensors = self._user("preprocess", lambda: [f.result() for f in futures])
         parts = []
         with torch.inference_mode():
             for start in range(0, len(tensors), self.batch_size):
-                batch = torch.stack(tensors[start : start + self.batch_size]).to(self.device)
+                batch = torch.stack(tensors[start : start + self.batch_size])
+                if self.device.type == "cuda":  # page-locked, so the copy overlaps compute
+                    batch = batch.pin_memory().to(self.device, non_blocking=True)
+                else:
+                    batch = batch.to(self.device)
                 feats = self._user("embed", self.embed, batch)
                 if (
                     not isinstance(feats, torch.Tensor)

@@ -7,6 +7,7 @@ one clear line.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -49,16 +50,26 @@ def dumps_json(obj: Any) -> str:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically: a crash never leaves a half-written file behind."""
-    write_text_atomic(Path(path), dumps_json(obj))
+    """Write JSON atomically: a crash never leaves a half-written file behind. A ``.gz`` path
+    is gzip-compressed with no timestamp, so the same object gives the same bytes."""
+    path = Path(path)
+    text = dumps_json(obj)
+    if path.suffix == ".gz":
+        write_bytes_atomic(path, gzip.compress(text.encode("utf-8"), 9, mtime=0))
+    else:
+        write_text_atomic(path, text)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -70,7 +81,14 @@ def read_json(path: str | Path, what: str = "file") -> Any:
     if not path.is_file():
         raise AttribBenchError(path, None, f"{what} not found", "check the path")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        return json.loads(data.decode("utf-8"))
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise AttribBenchError(
+            path, None, f"not a valid gzip file ({exc})", f"regenerate the {what}"
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AttribBenchError(
             path, None, f"not valid JSON ({exc})", f"regenerate the {what}"

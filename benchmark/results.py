@@ -196,3 +196,37 @@ def load_result(path: str | Path) -> dict[str, Any]:
 def stable_view(result: dict[str, Any]) -> dict[str, Any]:
     """The result without its volatile fields (what determinism is checked on)."""
     return {k: v for k, v in result.items() if k not in VOLATILE_FIELDS}
+
+
+def stored_result_path(root: str | Path, result: dict[str, Any]) -> Path:
+    """Where a results store keeps ``result``: ``<root>/<benchmark>@<version>/<name>.json.gz``.
+
+    The key is (benchmark version, submission name); one file per key.
+    """
+    bench = result["benchmark"]
+    return (
+        Path(root)
+        / f"{bench['name']}@{bench['version']}"
+        / f"{result['submission']['name']}.json.gz"
+    )
+
+
+def store_result(root: str | Path, result: dict[str, Any], replace: bool = False) -> Path:
+    """Add ``result`` to a results store (gzip JSON, deterministic bytes).
+
+    A stored entry made from other submission files is never silently replaced: that needs
+    ``replace=True``. The same files (a re-run) update the entry.
+    """
+    path = stored_result_path(root, result)
+    if path.is_file() and not replace:
+        old = load_result(path)
+        if old["submission"]["sha256"] != result["submission"]["sha256"]:
+            raise ResultError(
+                path,
+                "submission.sha256",
+                f"an entry for {result['submission']['name']} made from other files exists "
+                f"({old['submission']['sha256'][:12]}, new {result['submission']['sha256'][:12]})",
+                "rename the submission, or pass --replace to supersede the entry",
+            )
+    write_json(path, result)
+    return path

@@ -64,7 +64,7 @@ def set_pin(monkeypatch, name: str, sha256: str | None) -> None:
 def test_catalog_holds_abc_feature_spaces_with_their_preprocessing():
     """Upstream's five spaces, with the preprocessing ABC_FACTS section 5 lists."""
     expected = {
-        "clip_vitb32.openai": (224, 224, "clip", 512),
+        "clip_vit_b32.openai": (224, 224, "clip", 512),
         "dino_vitb16": (256, 224, "imagenet", 768),
         "mocov3_vitb16.300ep": (256, 224, "imagenet", 768),
         "vit_base_patch16_384.augreg_in21k_ft_in1k": (384, 384, "0.5", 768),
@@ -263,10 +263,10 @@ def test_openai_clip_archive_loads_and_its_pin_is_checked(offline_home, monkeypa
         _scripted_state(state).save(str(path))
     # The real pin (OpenAI's published sha256) rejects these random weights...
     with pytest.raises(AttribBenchError, match="is not the pinned 40d365715913"):
-        Baseline("clip_vitb32.openai", weights=path)
+        Baseline("clip_vit_b32.openai", weights=path)
     # ...and with the pin set to this file they load through the same code path.
-    set_pin(monkeypatch, "clip_vitb32.openai", weights.file_sha256(path))
-    b = Baseline("clip_vitb32.openai", weights=path)
+    set_pin(monkeypatch, "clip_vit_b32.openai", weights.file_sha256(path))
+    b = Baseline("clip_vit_b32.openai", weights=path)
     ims = images()
     with torch.inference_mode():
         half = source.half().float()  # the fp16 round trip the file went through
@@ -276,7 +276,7 @@ def test_openai_clip_archive_loads_and_its_pin_is_checked(offline_home, monkeypa
 
 @pytest.mark.slow
 def test_open_clip_safetensors_load_from_the_hub_cache(offline_home):
-    spec = CATALOG["clip_vitl14.laion2b_s32b_b82k"]
+    spec = CATALOG["clip_vit_l14.laion2b_s32b_b82k"]
     source = build_backbone(spec, None)  # the image tower with random weights
     import open_clip
 
@@ -294,5 +294,6 @@ def test_open_clip_safetensors_load_from_the_hub_cache(offline_home):
 def test_lock_file_is_valid_json_with_the_openai_pin():
     data = json.loads(catalog.LOCK_FILE.read_text())
     assert (
-        data["weights"]["clip_vitb32.openai"]["sha256"] in CATALOG["clip_vitb32.openai"].weights.url
+        data["weights"]["clip_vit_b32.openai"]["sha256"]
+        in CATALOG["clip_vit_b32.openai"].weights.url
     )

@@ -195,3 +195,44 @@ def test_baselines_calibrate_stores_what_evaluate_then_uses(tiny, tmp_path, monk
     refit = evaluate(baseline_submission("color_histogram"), tiny, options=QUIET)
     assert refit["calibration"]["fitted_on"] == "val"
     assert refit["calibration"]["calibrator"] == fresh["calibration"]["calibrator"]
+
+
+def test_train_tuned_help_states_the_real_defaults():
+    """The CLI does not import baselines at start-up, so its help repeats TuneConfig's
+    defaults as text: this keeps the two in step."""
+    import dataclasses
+
+    text = " ".join(CliRunner().invoke(main, ["train-tuned", "--help"]).output.split())
+    for f in dataclasses.fields(TuneConfig):
+        assert f"({f.default:g})" in text, f.name
+
+
+def test_cli_imports_no_baselines_at_start_up():
+    import subprocess
+    import sys
+
+    code = "import sys, benchmark.cli; print(any(m.startswith('baselines') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("backbone", ["pixels", "color_histogram", "random"])
+def test_shipped_artefacts_match_the_code(backbone):
+    """The heads, calibrators and results under baselines/ and leaderboard/ were made by the
+    current code; after a change that alters features, rerun baselines/reproduce.sh."""
+    from baselines.catalog import read_calibrator
+    from baselines.models import Baseline
+    from benchmark.benchmarks import resolve_benchmark
+    from benchmark.results import load_result
+
+    mini = resolve_benchmark("abc-mini")
+    plain = Baseline(backbone)
+    assert read_calibrator(backbone, "abc-mini", mini.version, plain.feature_key) is not None
+    heads = tuned.find_heads(f"{backbone}.tuned_abc-mini")
+    assert heads.path.parent == tuned.SHIPPED_DIR
+    assert heads.record["backbone_spec"] == plain.spec
+    assert heads.record["manifest_sha256"] == mini.manifest_sha256
+    store = catalog.HERE.parent / "leaderboard" / "results" / f"abc-mini@{mini.version}"
+    for name in (backbone, f"{backbone}.tuned_abc-mini"):
+        stored = load_result(store / f"{name}.json.gz")
+        assert stored["submission"]["sha256"] == baseline_submission(name).sha256, name
