@@ -72,6 +72,14 @@ def _format_estimate(est: dict) -> str:
 UNIFORM_THRESHOLD = 1e3
 
 
+def columns(rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns; the first row is the header, underlined."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def render_table(result: dict) -> str:
     """The human-readable summary printed by ``evaluate``."""
     measures = ("mAP", "recall@5", "recall@10", "recall@100")
@@ -87,9 +95,7 @@ def render_table(result: dict) -> str:
                 *(_format_estimate(cell["metrics"][m]) for m in measures),
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = columns(rows)
     b, s = result["benchmark"], result["submission"]
     title = (
         f"{s['name']} ({s['kind']}) on {b['name']} {b['version']} - "
@@ -318,22 +324,27 @@ def list_(what):
         from baselines.catalog import SPECS, pin
         from baselines.tuned import available_tuned
 
-        click.echo("name\tdim\tpreprocessing\tweights\tpinned\tlicense\tAbC")
+        rows = [["name", "dim", "preprocessing", "weights", "pinned", "license", "AbC"]]
         for spec in SPECS:
-            pre = spec.preprocess.describe() if spec.preprocess else "-"
             lock = pin(spec.name)
-            pinned = (
-                "-"
-                if spec.weights is None
-                else "sha256" + ("+revision" if lock.get("revision") else "")
-                if lock.get("sha256")
-                else "no"
+            pinned = "-" if spec.weights is None else "sha256" if lock.get("sha256") else "no"
+            if lock.get("revision"):
+                pinned += "+revision"
+            rows.append(
+                [
+                    spec.name,
+                    str(spec.dim),
+                    spec.preprocess.describe() if spec.preprocess else "-",
+                    spec.weights.source if spec.weights else "none",
+                    pinned,
+                    spec.license,
+                    "yes" if spec.in_abc else "",
+                ]
             )
-            source = spec.weights.source if spec.weights else "none"
-            abc = "yes" if spec.in_abc else "no"
-            click.echo(f"{spec.name}\t{spec.dim}\t{pre}\t{source}\t{pinned}\t{spec.license}\t{abc}")
-        for name, path in available_tuned():
-            click.echo(f"{name}\t\ttuned heads\t{path}\t\t\t")
+        rows += [
+            [name, "", "tuned heads", str(path), "", "", ""] for name, path in available_tuned()
+        ]
+        click.echo("\n".join(columns(rows)))
     elif what == "benchmarks":
         from benchmark.benchmarks import BENCHMARKS, DEFAULT_BENCHMARK
 
