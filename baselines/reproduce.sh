@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild every offline baseline artefact on a benchmark: tuned heads (baselines/tuned),
-# calibrators (baselines/calibrators) and results (leaderboard/results/<bench>@<version>/).
+# calibrators (baselines/calibrators), results (leaderboard/results/<bench>@<version>/) and the
+# leaderboard's README.md and site/.
 # Usage: bash baselines/reproduce.sh [BENCHMARK]   (default abc-mini; about 2 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,4 @@ done
 for name in pixels color_histogram random pixels.tuned_$bench color_histogram.tuned_$bench random.tuned_$bench; do
   $ab evaluate --baseline "$name" -b "$bench" --quiet --store leaderboard/results --replace
 done
+$ab leaderboard build

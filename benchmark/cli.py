@@ -639,6 +639,53 @@ def splits_freeze(config, run_dir, dest, cache):
     )
 
 
+@main.command()
+@click.argument("result_file", metavar="RESULT", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for index.html and the PNGs (default: beside RESULT, in report/).",
+)
+@click.option(
+    "--benchmark",
+    "-b",
+    default=None,
+    help="Where the images are, for the gallery (default: the result's benchmark by name).",
+)
+@_friendly
+def report(result_file, out, benchmark):
+    """An HTML page with Recall@K curves, per-test-case bars, the reliability diagram and a
+    gallery of queries with their top candidates."""
+    from benchmark.report import write_report
+    from benchmark.results import load_result
+
+    result = load_result(result_file)
+    bench = _report_benchmark(result, benchmark)
+    out = ensure_dir(out or result_file.parent / "report", "--out")
+    path = write_report(result, out, bench)
+    click.echo(f"wrote {path}")
+
+
+def _report_benchmark(result: dict, spec: str | None):
+    """The result's benchmark for report galleries, or None (with a note) if unavailable."""
+    from benchmark.benchmarks import resolve_benchmark
+
+    b = result["benchmark"]
+    try:
+        bench = resolve_benchmark(spec or b["name"])
+    except AttribBenchError as exc:
+        click.echo(f"note: no gallery ({exc.problem})", err=True)
+        return None
+    if bench.manifest_sha256 != b["manifest_sha256"]:
+        click.echo(
+            f"note: no gallery ({bench.name} {bench.version} is not the benchmark of the result)",
+            err=True,
+        )
+        return None
+    return bench
+
+
 @main.command(name="train-tuned")
 @click.option("--backbone", required=True, help="Catalog baseline to tune (list baselines).")
 @click.option("--benchmark", "-b", default=None, help="Benchmark with train and val parts.")
@@ -784,3 +831,122 @@ def baselines_pin(names):
     for name in names or [n for n, s in CATALOG.items() if s.weights is not None]:
         entry = pin_weights(name)
         click.echo(f"{name}\trevision {entry['revision']}\tsha256 {entry['sha256']}")
+
+
+@main.group()
+def leaderboard() -> None:
+    """Results store, verification, the static site and publishing."""
+
+
+_root_option = click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=Path("leaderboard"),
+    show_default=True,
+    help="Leaderboard folder (results/, verified.json, README.md, site/).",
+)
+
+
+@leaderboard.command(name="add")
+@click.argument("result_file", metavar="RESULT", type=click.Path(path_type=Path))
+@_root_option
+@click.option("--replace", is_flag=True, help="Supersede an entry made from other files.")
+@_friendly
+def leaderboard_add(result_file, root, replace):
+    """Add a result.json to the store (what a contributor's pull request contains)."""
+    from benchmark.results import load_result, store_result
+
+    path = store_result(root / "results", load_result(result_file), replace=replace)
+    click.echo(f"stored {path}")
+
+
+@leaderboard.command(name="verify")
+@click.option("--submission", "-s", type=click.Path(path_type=Path), default=None)
+@click.option("--baseline", default=None)
+@_weights_option
+@click.option("--benchmark", "-b", default=None)
+@_root_option
+@_friendly
+def leaderboard_verify(submission, baseline, weights, benchmark, root):
+    """Re-run an entry from its submission and mark it verified if it reproduces."""
+    from benchmark.evaluate import EvalConfig, RunOptions
+    from benchmark.evaluate import evaluate as run
+    from benchmark.leaderboard import verify
+    from benchmark.results import load_result, stored_result_path
+    from benchmark.submission import load_submission
+    from benchmark.types import TiePolicy
+
+    sub = _submission_or_baseline(submission, baseline, weights)
+    sub = load_submission(sub) if isinstance(sub, Path) else sub
+    bench_name = benchmark or (sub.config.get("benchmark") or "").partition("@")[0] or None
+    from benchmark.benchmarks import resolve_benchmark
+
+    bench = resolve_benchmark(bench_name)
+    stub = {
+        "benchmark": {"name": bench.name, "version": bench.version},
+        "submission": {"name": sub.name},
+    }
+    stored = load_result(stored_result_path(root / "results", stub))
+    s = stored["settings"]
+    config = EvalConfig(
+        seed=s["seed"],
+        tie_policy=TiePolicy(s["tie_policy"]),
+        bootstrap_samples=s["bootstrap_samples"],
+        ci_level=s["ci_level"],
+        top_n=s["top_n"],
+        store_top=s["store_top"],
+        ece_bins=s["ece_bins"],
+    )
+    fresh = run(sub, bench, config, RunOptions(progress=False, cache=False))
+    record = verify(root, fresh)
+    click.echo(
+        f"verified {bench.name}@{bench.version}/{sub.name} "
+        f"(largest metric difference {record['max_abs_metric_difference']:.2g})"
+    )
+
+
+@leaderboard.command(name="build")
+@_root_option
+@click.option("--no-reports", is_flag=True, help="Only README.md and site/index.html.")
+@_friendly
+def leaderboard_build(root, no_reports):
+    """Write README.md (markdown table) and site/ (sortable page + one report per entry)."""
+    from benchmark.leaderboard import build
+
+    cache: dict[str, object] = {}
+
+    def benchmark_for(result):
+        key = result["benchmark"]["manifest_sha256"]
+        if key not in cache:
+            cache[key] = _report_benchmark(result, None)
+        return cache[key]
+
+    paths = build(root, reports=not no_reports, benchmark_for=benchmark_for, progress=click.echo)
+    click.echo(f"wrote {len(paths)} files: {paths[0]}, {paths[-1]}")
+
+
+@leaderboard.command(name="push")
+@click.option("--repo-id", required=True, help="Hugging Face dataset repo, OWNER/NAME.")
+@_root_option
+@click.option(
+    "--benchmark", "-b", default=None, help="NAME@VERSION (needed if the store has several)."
+)
+@click.option("--dry-run", is_flag=True, help="List the operations; upload nothing.")
+@click.option("--create-pr", is_flag=True, help="Open a pull request (no write access needed).")
+@click.option("--token", default=None, help="Hugging Face token (default: the logged-in one).")
+@_friendly
+def leaderboard_push(repo_id, root, benchmark, dry_run, create_pr, token):
+    """Publish results and site to the Hub in one commit, merging by entry key."""
+    from huggingface_hub import HfApi
+
+    from benchmark.leaderboard import plan_push, push
+
+    api = HfApi(token=token)
+    plan = plan_push(root, repo_id, api, benchmark)
+    for line in plan.describe():
+        click.echo(line)
+    if dry_run:
+        click.echo("dry run: nothing uploaded")
+        return
+    info = push(plan, api, create_pr=create_pr)
+    click.echo(f"pushed: {getattr(info, 'pr_url', None) or getattr(info, 'commit_url', info)}")

@@ -88,31 +88,59 @@ def exemplar_rank_table(counts, policy: TiePolicy) -> np.ndarray:
     return np.where(counts.above >= 0, key + position + 1, 0)
 
 
+def _influence(counts, i: int, calibrator: dict[str, Any] | None):
+    """Calibrated influence of query ``i``'s exemplars and kept distractors (None without a
+    calibrator): the calibration candidate set, so shares are exact, as the metrics use them."""
+    if calibrator is None:
+        return None, None
+    from benchmark.calibration import Calibrator
+
+    cal = Calibrator(float(calibrator["temperature"]), float(calibrator["threshold"]))
+    ex = counts.exemplar_scores[i]
+    top = counts.top_scores[i]
+    ex_ok, top_ok = np.isfinite(ex), np.isfinite(top)
+    p = cal.influence(np.concatenate([ex[ex_ok], top[top_ok]]))
+    ex_p = np.full(len(ex), np.nan)
+    ex_p[ex_ok] = p[: ex_ok.sum()]
+    return ex_p, p[ex_ok.sum() :]
+
+
 def query_records(
-    bench: Benchmark, counts, store_top: int, policy: TiePolicy
+    bench: Benchmark,
+    counts,
+    store_top: int,
+    policy: TiePolicy,
+    calibrator: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
+    """Per query: each exemplar's score, rank and counts, and the top distractors; with a
+    calibrator, also each one's calibrated influence (exemplars ``influence``, distractors a
+    third element)."""
     ranks = exemplar_rank_table(counts, policy)
     records = []
     for i, q in enumerate(bench.evaluated_queries):
+        ex_p, top_p = _influence(counts, i, calibrator)
         ex = []
         for j, eid in enumerate(counts.exemplar_ids[i]):
-            ex.append(
-                {
-                    "id": eid,
-                    "score": _num(counts.exemplar_scores[i, j]),
-                    "rank": int(ranks[i, j]),
-                    "above": int(counts.above[i, j]),
-                    "ties": int(counts.ties[i, j]),
-                    "unresolved": int(counts.unresolved[i, j]),
-                }
-            )
-        top = [
-            [bench.distractor_ids[int(d)], float(s)]
-            for d, s in zip(
-                counts.top_index[i, :store_top], counts.top_scores[i, :store_top], strict=True
-            )
-            if d >= 0
-        ]
+            record = {
+                "id": eid,
+                "score": _num(counts.exemplar_scores[i, j]),
+                "rank": int(ranks[i, j]),
+                "above": int(counts.above[i, j]),
+                "ties": int(counts.ties[i, j]),
+                "unresolved": int(counts.unresolved[i, j]),
+            }
+            if ex_p is not None and np.isfinite(ex_p[j]):
+                record["influence"] = float(ex_p[j])
+            ex.append(record)
+        top = []
+        for k in range(min(store_top, counts.top_index.shape[1])):
+            d = int(counts.top_index[i, k])
+            if d < 0:
+                continue
+            item = [bench.distractor_ids[d], float(counts.top_scores[i, k])]
+            if top_p is not None:
+                item.append(float(top_p[k]))
+            top.append(item)
         records.append(
             {
                 "query_id": q.query_id,
@@ -167,7 +195,13 @@ def build_result(
         "metrics": cells,
         "calibration": calibration,
         "timings": {k: round(v, 3) for k, v in timings.items()},
-        "queries": query_records(bench, counts, store_top, TiePolicy(settings["tie_policy"])),
+        "queries": query_records(
+            bench,
+            counts,
+            store_top,
+            TiePolicy(settings["tie_policy"]),
+            calibration.get("calibrator"),
+        ),
     }
     validate(result, "result", "result.json")
     return result

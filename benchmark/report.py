@@ -1,0 +1,326 @@
+"""``attrib-bench report``: one result as an HTML page with the pictures AbC's paper shows.
+
+Everything is drawn from the result file alone (per-query ranks, scores and calibrated
+influence), except the galleries, which read the query and candidate images from the
+benchmark when it is available:
+
+- ``recall_at_k.png``: mean Recall@K for K = 1 .. number of distractors, per test case and
+  prompt type (log K);
+- ``test_cases.png``: mAP and Recall@10 per test case and prompt type with their CIs;
+- ``reliability.png``: the calibration reliability diagram on the test queries;
+- ``gallery.png``: per test case, its best and median query (by the best exemplar's rank):
+  the query, then its top candidates by score with exemplars framed in green and each
+  candidate's calibrated influence in percent.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.fileio import write_text_atomic
+from benchmark.types import TEST_CASES
+
+CELL_COLOURS = {
+    "object-seen": "#1f77b4",
+    "object-unseen": "#17becf",
+    "style-seen": "#d62728",
+    "style-unseen": "#ff7f0e",
+}
+EXEMPLAR = "#2ca02c"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def cells(result: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c["test_case"], c["prompt_type"]) for c in result["metrics"]]
+
+
+def recall_curves(result: dict[str, Any], ks: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+    """Mean Recall@K at each K per cell, from the stored exemplar ranks."""
+    by_cell: dict[tuple[str, str], list[np.ndarray]] = {}
+    for q in result["queries"]:
+        ranks = np.array([e["rank"] for e in q["exemplars"]])
+        recall = (ranks[None, :] <= ks[:, None]).mean(axis=1)
+        by_cell.setdefault((q["test_case"], q["prompt_type"]), []).append(recall)
+    return {cell: np.mean(v, axis=0) for cell, v in by_cell.items() if cell in cells(result)}
+
+
+def plot_recall_curves(result: dict[str, Any], path: Path, num_distractors: int) -> Path:
+    plt = _plt()
+    ks = np.unique(np.geomspace(1, max(num_distractors, 2), 200).astype(int))
+    curves = recall_curves(result, ks)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (case, prompt), recall in curves.items():
+        ax.plot(
+            ks,
+            recall,
+            color=CELL_COLOURS.get(case, "grey"),
+            linestyle="-" if prompt == "gpt" else "--",
+            label=f"{case} / {prompt}",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("K (candidates retrieved)")
+    ax.set_ylabel("Recall@K (fraction of exemplars)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{result['submission']['name']}: Recall@K")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_cell_bars(result: dict[str, Any], path: Path, measures=("mAP", "recall@10")) -> Path:
+    plt = _plt()
+    cl = cells(result)
+    fig, axes = plt.subplots(1, len(measures), figsize=(5 * len(measures), 4), squeeze=False)
+    x = np.arange(len(cl))
+    for ax, measure in zip(axes[0], measures, strict=True):
+        values, lo, hi = [], [], []
+        for cell in result["metrics"]:
+            est = cell["metrics"][measure]
+            v = est["value"] if est["value"] is not None else est["lower"]
+            values.append(v)
+            lo.append(max(v - est["ci_low"], 0))
+            hi.append(max(est["ci_high"] - v, 0))
+        colours = [CELL_COLOURS.get(case, "grey") for case, _ in cl]
+        ax.bar(x, values, color=colours, yerr=[lo, hi], capsize=3, alpha=0.85)
+        ax.set_xticks(x, [f"{c} {p}" for c, p in cl], fontsize=7, rotation=35, ha="right")
+        ax.set_ylabel(f"{measure} (95% CI)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{result['submission']['name']} per test case and prompt type")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(result: dict[str, Any], path: Path) -> Path | None:
+    cal = result["calibration"]
+    if "test" not in cal:
+        return None
+    plt = _plt()
+    bins = cal["test"]["reliability"]
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    used = [b for b in bins if b["count"]]
+    width = [b["upper"] - b["lower"] for b in used]
+    ax.bar(
+        [b["lower"] for b in used],
+        [b["accuracy"] for b in used],
+        width=width,
+        align="edge",
+        alpha=0.7,
+        edgecolor="black",
+        label="fraction that are exemplars",
+    )
+    ax.plot(
+        [b["confidence"] for b in used],
+        [b["accuracy"] for b in used],
+        "o",
+        color="black",
+        markersize=3,
+        label="mean influence in bin",
+    )
+    for b in used:
+        ax.annotate(
+            f"{b['count']}",
+            (b["lower"] + (b["upper"] - b["lower"]) / 2, b["accuracy"]),
+            ha="center",
+            va="bottom",
+            fontsize=6,
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("calibrated influence of a candidate")
+    ax.set_ylabel("fraction of candidates that are exemplars")
+    t = cal["test"]
+    ax.set_title(f"ECE {t['ece']:.4f}, exemplar NLL {t['exemplar_nll']:.3f}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# galleries
+
+
+def pick_queries(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Per test case: its best and its median query by the best exemplar's rank."""
+    picks = []
+    for case in [p.value for p in TEST_CASES]:
+        qs = [q for q in result["queries"] if q["test_case"] == case]
+        if not qs:
+            continue
+        qs.sort(key=lambda q: (min(e["rank"] for e in q["exemplars"]), q["query_id"]))
+        picks.append(("best", qs[0]))
+        picks.append(("median", qs[len(qs) // 2]))
+    return picks
+
+
+def top_candidates(query: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """The query's k best candidates by score: its exemplars and stored top distractors."""
+    items = [
+        {"id": e["id"], "score": e["score"], "influence": e.get("influence"), "exemplar": True}
+        for e in query["exemplars"]
+        if e["score"] is not None
+    ]
+    for d in query.get("top_distractors", []):
+        influence = d[2] if len(d) > 2 else None
+        items.append({"id": d[0], "score": d[1], "influence": influence, "exemplar": False})
+    items.sort(key=lambda c: (-c["score"], not c["exemplar"], c["id"]))
+    return items[:k]
+
+
+def _images(bench, table: str, ids: set[str]) -> dict[str, Any]:
+    from benchmark.features import decode
+
+    out = {}
+    for block in bench.iter_image_blocks(table, ids):
+        for image_id, data in zip(block.ids, block.images, strict=True):
+            out[image_id] = decode(data)
+    return out
+
+
+def plot_gallery(result: dict[str, Any], bench, path: Path, k: int = 6) -> Path:
+    plt = _plt()
+    picks = pick_queries(result)
+    rows = [(label, q, top_candidates(q, k)) for label, q in picks]
+    query_imgs = _images(bench, "queries", {q["query_id"] for _, q, _ in rows})
+    wanted = {c["id"] for _, _, cands in rows for c in cands}
+    gallery = _images(bench, "exemplars", wanted)
+    gallery.update(_images(bench, "distractors", wanted - set(gallery)))
+    fig, axes = plt.subplots(
+        len(rows), k + 1, figsize=(1.5 * (k + 1), 1.75 * len(rows)), squeeze=False
+    )
+    for r, (label, q, cands) in enumerate(rows):
+        ax = axes[r][0]
+        ax.imshow(query_imgs[q["query_id"]])
+        best = min(e["rank"] for e in q["exemplars"])
+        ax.set_title(
+            f"{q['test_case']} {q['prompt_type']}\n{label}: exemplar rank {best}", fontsize=6
+        )
+        for c, cand in enumerate(cands):
+            ax = axes[r][c + 1]
+            ax.imshow(gallery[cand["id"]])
+            share = "" if cand["influence"] is None else f"{100 * cand['influence']:.1f}%"
+            ax.set_title(f"{share} (s={cand['score']:.2f})", fontsize=6)
+            if cand["exemplar"]:
+                for side in ax.spines.values():
+                    side.set_edgecolor(EXEMPLAR)
+                    side.set_linewidth(3)
+        for c in range(len(cands) + 1, k + 1):
+            axes[r][c].set_visible(False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(
+        f"{result['submission']['name']}: query | top {k} candidates by score "
+        "(green frame: an exemplar; calibrated influence in %)",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# the page
+
+
+def _metrics_table(result: dict[str, Any]) -> str:
+    measures = ("mAP", "recall@5", "recall@10", "recall@100")
+    head = "".join(f"<th>{m}</th>" for m in measures)
+    rows = []
+    for cell in result["metrics"]:
+        tds = []
+        for m in measures:
+            est = cell["metrics"][m]
+            if est["value"] is None:
+                text = f"[{est['lower']:.3f}, {est['upper']:.3f}]"
+            else:
+                text = f"{est['value']:.3f}"
+            tds.append(
+                f"<td>{text} <small>[{est['ci_low']:.3f}, {est['ci_high']:.3f}]</small></td>"
+            )
+        rows.append(
+            f"<tr><td>{cell['test_case']}</td><td>{cell['prompt_type']}</td>"
+            f"<td>{cell['num_queries']}</td>{''.join(tds)}</tr>"
+        )
+    return (
+        "<table><thead><tr><th>test case</th><th>prompt</th><th>queries</th>"
+        f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def write_report(result: dict[str, Any], out_dir: str | Path, bench=None) -> Path:
+    """Write ``index.html`` and its PNGs into ``out_dir``; ``bench`` enables the gallery."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    b, s = result["benchmark"], result["submission"]
+    num_distractors = len(bench.distractor_ids) if bench is not None else 0
+    if not num_distractors:
+        num_distractors = max(e["rank"] for q in result["queries"] for e in q["exemplars"])
+    figures = [
+        ("Recall@K", plot_recall_curves(result, out / "recall_at_k.png", num_distractors)),
+        ("Per test case", plot_cell_bars(result, out / "test_cases.png")),
+    ]
+    reliability = plot_reliability(result, out / "reliability.png")
+    if reliability:
+        figures.append(("Calibration", reliability))
+    note = ""
+    if bench is not None:
+        figures.append(("Gallery", plot_gallery(result, bench, out / "gallery.png")))
+    else:
+        note = "<p>Gallery skipped: the benchmark's images were not available.</p>"
+    cal = result["calibration"]
+    cal_text = (
+        f"fitted on {html.escape(cal['fitted_on'])}: tau {cal['calibrator']['temperature']:.4g}, "
+        f"b {cal['calibrator']['threshold']:.4g}; on test queries exemplar NLL "
+        f"{cal['test']['exemplar_nll']:.3f}, exemplar mass {cal['test']['exemplar_mass']:.3f}, "
+        f"ECE {cal['test']['ece']:.4f}"
+        if "test" in cal
+        else f"skipped: {html.escape(str(cal.get('skipped')))}"
+    )
+    imgs = "".join(f"<h2>{title}</h2><img src='{p.name}' alt='{title}'>" for title, p in figures)
+    flags = "".join(f"<li>{html.escape(f)}</li>" for f in result["flags"])
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(s["name"])} on {b["name"]} {b["version"]}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 14px; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
+small {{ color: #777; }} img {{ max-width: 100%; }} code {{ font-size: 12px; }}
+</style></head><body>
+<h1>{html.escape(s["name"])} <small>({s["kind"]})</small></h1>
+<p>{html.escape(s.get("description", ""))}</p>
+<p>Benchmark <b>{b["name"]} {b["version"]}</b> (manifest <code>{b["manifest_sha256"][:16]}</code>),
+submission <code>{s["sha256"][:16]}</code>, harness {result["harness"]["version"]},
+ties {result["settings"]["tie_policy"]}, seed {result["settings"]["seed"]}. Means with
+{result["settings"]["ci_level"]:.0%} cluster-bootstrap CIs over customized models.</p>
+{_metrics_table(result)}
+<p>Calibration {cal_text}.</p>
+{f"<ul>{flags}</ul>" if flags else ""}
+{imgs}
+{note}
+</body></html>
+"""
+    path = out / "index.html"
+    write_text_atomic(path, page)
+    return path

@@ -1,0 +1,292 @@
+"""The leaderboard: store checks, verification, markdown, reports, and Hub push logic (merge,
+refusal, dry run) against an in-memory Hub that stands in for the network only."""
+
+from __future__ import annotations
+
+import copy
+import json
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from baselines.models import baseline_submission
+from benchmark import leaderboard as lb
+from benchmark.cli import main
+from benchmark.errors import AttribBenchError, ResultError
+from benchmark.evaluate import EvalConfig, RunOptions, evaluate
+from benchmark.fileio import read_json
+from benchmark.report import top_candidates, write_report
+from benchmark.results import load_result, store_result
+from tests.conftest import SUBMISSIONS
+
+QUIET = RunOptions(progress=False)
+
+
+@pytest.fixture(scope="module")
+def results(tiny):
+    """Three real results on abc-tiny."""
+    return {
+        "example": evaluate(SUBMISSIONS / "example_extractor", tiny, options=QUIET),
+        "pixels": evaluate(baseline_submission("pixels"), tiny, options=QUIET),
+        "random": evaluate(baseline_submission("random"), tiny, options=QUIET),
+    }
+
+
+@pytest.fixture
+def store(tmp_path, results):
+    root = tmp_path / "leaderboard"
+    for r in results.values():
+        store_result(root / lb.RESULTS_DIR, r)
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# store, verification, markdown
+
+
+def test_store_reads_entries_by_key_and_refuses_misfiled_ones(store, results):
+    entries = lb.read_store(store)
+    assert sorted(e.name for e in entries) == ["example-extractor", "pixels", "random"]
+    assert all(e.verified is None for e in entries)
+    wrong = store / lb.RESULTS_DIR / entries[0].path.parent.name / "someone-else.json.gz"
+    wrong.write_bytes(entries[0].path.read_bytes())
+    with pytest.raises(ResultError, match="filed under another name"):
+        lb.read_store(store)
+
+
+def test_verify_marks_a_reproduced_entry_and_the_badge_follows_the_file(store, tiny, results):
+    fresh = evaluate(
+        baseline_submission("pixels"), tiny, options=RunOptions(progress=False, cache=False)
+    )
+    record = lb.verify(store, fresh)
+    assert record["max_abs_metric_difference"] == 0.0
+    marked = {e.name: e.verified is not None for e in lb.read_store(store)}
+    assert marked == {"example-extractor": False, "pixels": True, "random": False}
+    # Editing the stored result (any stable field) drops its badge.
+    tampered = copy.deepcopy(results["pixels"])
+    tampered["metrics"][0]["metrics"]["mAP"]["value"] += 0.01
+    store_result(store / lb.RESULTS_DIR, tampered)
+    assert not any(e.verified for e in lb.read_store(store))
+    # ...and the tampered entry does not verify: the honest re-run disagrees with it.
+    with pytest.raises(ResultError, match="does not reproduce"):
+        lb.verify(store, fresh)
+
+
+def test_verify_refuses_other_files(store, results):
+    other = copy.deepcopy(results["random"])
+    other["submission"]["sha256"] = "1" * 64
+    other["submission"]["files"] = {"code:baselines": "2" * 64}
+    with pytest.raises(ResultError, match=r"the re-run's files differ .code:baselines"):
+        lb.verify(store, other)
+
+
+def test_markdown_lists_every_entry_with_cis_and_status(store):
+    text = lb.markdown(lb.read_store(store))
+    assert "## abc-tiny@" in text
+    for name in ("example-extractor", "pixels", "random"):
+        assert f"[{name}](site/reports/abc-tiny@" in text
+    assert text.count("self-reported") == 3
+    first_row = next(line for line in text.splitlines() if line.startswith("| ["))
+    assert first_row.count("[") >= 9  # a name link plus a CI in each of the 8 cells
+
+
+def test_influence_is_the_calibrated_share_of_the_candidates(tiny):
+    r = evaluate(
+        SUBMISSIONS / "example_extractor",
+        tiny,
+        config=EvalConfig(top_n=10, store_top=10),
+        options=QUIET,
+    )
+    for q in r["queries"]:
+        total = sum(e.get("influence", 0.0) for e in q["exemplars"])
+        total += sum(d[2] for d in q["top_distractors"])
+        assert abs(total - 1.0) < 1e-9  # every candidate is stored: the shares sum to one
+
+
+def test_top_candidates_merge_exemplars_and_distractors_by_score():
+    q = {
+        "exemplars": [
+            {"id": "e1", "score": 0.5, "influence": 0.3},
+            {"id": "e2", "score": -0.2, "influence": 0.0},
+        ],
+        "top_distractors": [["d1", 0.9, 0.6], ["d2", 0.5, 0.1], ["d3", 0.1, 0.0]],
+    }
+    top = top_candidates(q, 3)
+    assert [c["id"] for c in top] == ["d1", "e1", "d2"]  # a tied exemplar comes first
+    assert [c["exemplar"] for c in top] == [False, True, False]
+
+
+def test_report_writes_page_and_pngs(results, tiny, tmp_path):
+    path = write_report(results["pixels"], tmp_path / "r", tiny)
+    page = path.read_text()
+    for png in ("recall_at_k.png", "test_cases.png", "reliability.png", "gallery.png"):
+        assert f"src='{png}'" in page
+        with Image.open(tmp_path / "r" / png) as im:
+            assert im.size[0] > 300
+    assert "pixels" in page and "cluster-bootstrap" in page
+    no_gallery = write_report(results["pixels"], tmp_path / "n", None).read_text()
+    assert "gallery.png" not in no_gallery and "Gallery skipped" in no_gallery
+
+
+def test_report_cli_on_a_stored_result(store, tmp_path):
+    entry = lb.read_store(store)[0]
+    run = CliRunner().invoke(main, ["report", str(entry.path), "--out", str(tmp_path / "rep")])
+    assert run.exit_code == 0, run.output
+    assert (tmp_path / "rep" / "gallery.png").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# Hub push
+
+
+class FakeHub:
+    """The Hub API calls push makes, served from memory (the network boundary only)."""
+
+    def __init__(self, tmp_path):
+        self.dir = tmp_path / "hub-downloads"
+        self.files: dict[str, bytes] = {}
+        self.exists = False
+        self.commits: list[SimpleNamespace] = []
+
+    @staticmethod
+    def _missing(kind, message):
+        import httpx2
+        from huggingface_hub import errors
+
+        response = httpx2.Response(404, request=httpx2.Request("GET", "https://hub.invalid"))
+        return getattr(errors, kind)(message, response=response)
+
+    def hf_hub_download(self, repo_id, filename, repo_type=None, **_):
+        if not self.exists:
+            raise self._missing("RepositoryNotFoundError", repo_id)
+        if filename not in self.files:
+            raise self._missing("RemoteEntryNotFoundError", filename)
+        path = self.dir / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.files[filename])
+        return str(path)
+
+    def create_repo(self, repo_id, repo_type=None, exist_ok=False):
+        self.exists = True
+
+    def create_commit(self, repo_id, repo_type, operations, commit_message, create_pr=False):
+        self.commits.append(SimpleNamespace(ops=operations, message=commit_message, pr=create_pr))
+        if not create_pr:
+            for op in operations:
+                self.files[op.path_in_repo] = op.path_or_fileobj
+        return SimpleNamespace(
+            commit_url="https://hub.invalid/commit",
+            pr_url="https://hub.invalid/pr" if create_pr else None,
+        )
+
+
+def test_first_push_is_one_commit_with_results_index_and_site(store, tmp_path):
+    hub = FakeHub(tmp_path)
+    plan = lb.plan_push(store, "org/board", hub)
+    assert len(plan.added) == 3 and not plan.kept_remote
+    lb.push(plan, hub)
+    assert len(hub.commits) == 1
+    names = set(hub.files)
+    assert {"leaderboard.json", "verified.json", "README.md", "site/index.html"} <= names
+    assert sum(n.startswith("results/") for n in names) == 3
+    index = json.loads(hub.files["leaderboard.json"])
+    assert index["result_schema_version"] == 1 and len(index["entries"]) == 3
+
+
+def test_push_merges_by_key_and_never_drops_an_entry(store, tmp_path, results, tiny):
+    hub = FakeHub(tmp_path)
+    lb.push(lb.plan_push(store, "org/board", hub), hub)
+    # Another maintainer's store has only one new entry.
+    other = tmp_path / "other"
+    newcomer = copy.deepcopy(results["random"])
+    newcomer["submission"]["name"] = "random-2"
+    store_result(other / lb.RESULTS_DIR, newcomer)
+    plan = lb.plan_push(other, "org/board", hub)
+    assert plan.added == [f"abc-tiny@{tiny.version}/random-2"]
+    assert len(plan.kept_remote) == 3
+    uploaded = {p for p, _ in plan.operations}
+    assert sum(p.startswith("results/") for p in uploaded) == 1  # only the new result
+    lb.push(plan, hub)
+    index = json.loads(hub.files["leaderboard.json"])
+    assert len(index["entries"]) == 4
+    assert (
+        b"random-2" in hub.files["site/index.html"]
+        and b"example-extractor" in hub.files["site/index.html"]
+    )
+    # A re-run of the same files updates; nothing else changes.
+    again = lb.plan_push(store, "org/board", hub)
+    assert again.added == [] and again.updated == [] and len(again.unchanged) == 3
+
+
+def test_push_refuses_other_versions_and_other_files_under_a_key(store, tmp_path, results):
+    hub = FakeHub(tmp_path)
+    lb.push(lb.plan_push(store, "org/board", hub), hub)
+    other = tmp_path / "other"
+    newer = copy.deepcopy(results["pixels"])
+    newer["benchmark"]["version"] = "9.9.9"
+    store_result(other / lb.RESULTS_DIR, newer)
+    with pytest.raises(AttribBenchError, match=r"the Hub leaderboard is for abc-tiny@.*9\.9\.9"):
+        lb.plan_push(other, "org/board", hub)
+
+    impostor_store = tmp_path / "impostor"
+    impostor = copy.deepcopy(results["pixels"])
+    impostor["submission"]["sha256"] = "3" * 64
+    store_result(impostor_store / lb.RESULTS_DIR, impostor)
+    with pytest.raises(AttribBenchError, match="made from other submission files"):
+        lb.plan_push(impostor_store, "org/board", hub)
+
+    index = json.loads(hub.files["leaderboard.json"])
+    index["result_schema_version"] = 2
+    hub.files["leaderboard.json"] = json.dumps(index).encode()
+    with pytest.raises(AttribBenchError, match="holds schema 2 results"):
+        lb.plan_push(store, "org/board", hub)
+    assert len(hub.commits) == 1  # nothing was uploaded by the refused pushes
+
+
+def test_push_cli_dry_run_lists_operations_and_uploads_nothing(store, tmp_path, monkeypatch):
+    hub = FakeHub(tmp_path)
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: hub)
+    args = ["leaderboard", "push", "--repo-id", "org/board", "--root", str(store)]
+    run = CliRunner().invoke(main, [*args, "--dry-run"])
+    assert run.exit_code == 0, run.output
+    assert "add entry" in run.output and "upload leaderboard.json" in run.output
+    assert "dry run: nothing uploaded" in run.output and hub.commits == []
+    run = CliRunner().invoke(main, [*args, "--create-pr"])
+    assert run.exit_code == 0, run.output
+    assert hub.commits[0].pr and "hub.invalid/pr" in run.output
+
+
+def test_push_offline_is_a_clear_error_not_an_empty_remote(store, tmp_path):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    class Offline(FakeHub):
+        def hf_hub_download(self, *a, **k):
+            raise LocalEntryNotFoundError("offline")
+
+    with pytest.raises(AttribBenchError, match="cannot reach the Hub"):
+        lb.plan_push(store, "org/board", Offline(tmp_path))
+
+
+def test_build_cli_writes_readme_site_and_reports(store):
+    run = CliRunner().invoke(main, ["leaderboard", "build", "--root", str(store)])
+    assert run.exit_code == 0, run.output
+    assert (store / "README.md").is_file() and (store / "site" / "index.html").is_file()
+    for e in lb.read_store(store):
+        assert (store / "site" / lb.report_path(e)).is_file()
+    data = (store / "site" / "index.html").read_text()
+    assert "__DATA__" not in data and "http://" not in data and "https://" not in data
+
+
+def test_add_cli_stores_a_result_file(results, tmp_path):
+    from benchmark.results import write_result
+
+    path = write_result(results["example"], tmp_path)
+    run = CliRunner().invoke(
+        main, ["leaderboard", "add", str(path), "--root", str(tmp_path / "lb")]
+    )
+    assert run.exit_code == 0, run.output
+    [stored] = (tmp_path / "lb" / "results").rglob("*.json.gz")
+    assert load_result(stored) == results["example"]
+    assert read_json(stored)["submission"]["name"] == "example-extractor"
