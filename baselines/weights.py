@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from baselines.catalog import BaselineSpec, pin
+from baselines.catalog import BaselineSpec, Weights, pin
 from benchmark.errors import AttribBenchError
 from benchmark.fileio import sha256_file
 from benchmark.splits import cache_root
@@ -31,9 +31,7 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def _missing(spec: BaselineSpec, problem: str) -> AttribBenchError:
-    w = spec.weights
-    assert w is not None
+def _missing(spec: BaselineSpec, w: Weights, problem: str) -> AttribBenchError:
     where = f"${ENV_DIR}/{w.filename}" if os.environ.get(ENV_DIR) else "a folder"
     return AttribBenchError(
         None,
@@ -61,46 +59,42 @@ def resolve_weights(spec: BaselineSpec, weights: str | Path | None = None) -> Pa
     env = os.environ.get(ENV_DIR)
     if env and (Path(env) / w.filename).is_file():
         return verify(spec, Path(env) / w.filename)
-    path = _from_hub(spec) if w.hub_repo else _from_url(spec)
+    path = _from_hub(spec, w, w.hub_repo) if w.hub_repo else _from_url(spec, w, str(w.url))
     return verify(spec, path)
 
 
-def _from_hub(spec: BaselineSpec) -> Path:
+def _from_hub(spec: BaselineSpec, w: Weights, repo: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    w = spec.weights
-    assert w is not None and w.hub_repo
     revision = pin(spec.name).get("revision") or "main"
     try:
-        return Path(hf_hub_download(w.hub_repo, w.filename, revision=revision))
+        return Path(hf_hub_download(repo, w.filename, revision=revision))
     except LocalEntryNotFoundError:
         raise _missing(
-            spec, f"{w.filename} is not in the Hugging Face cache and the Hub is offline"
+            spec, w, f"{w.filename} is not in the Hugging Face cache and the Hub is offline"
         ) from None
     except Exception as exc:  # network or Hub errors: one line, the same fix
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise _missing(spec, f"cannot fetch {w.source} ({first})") from None
+        raise _missing(spec, w, f"cannot fetch {w.source} ({first})") from None
 
 
-def _from_url(spec: BaselineSpec) -> Path:
-    w = spec.weights
-    assert w is not None and w.url
+def _from_url(spec: BaselineSpec, w: Weights, url: str) -> Path:
     path = cache_root() / "weights" / w.filename
     if path.is_file():
         return path
     if _offline():
-        raise _missing(spec, f"{w.filename} is not downloaded and the network is off")
+        raise _missing(spec, w, f"{w.filename} is not downloaded and the network is off")
     from torch.hub import download_url_to_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        download_url_to_file(w.url, str(tmp), progress=True)
+        download_url_to_file(url, str(tmp), progress=True)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise _missing(spec, f"cannot download {w.url} ({first})") from None
+        raise _missing(spec, w, f"cannot download {url} ({first})") from None
     os.replace(tmp, path)
     return path
 
@@ -159,7 +153,7 @@ def pin_weights(name: str) -> dict[str, str | None]:
         revision = info.sha
         sha = lfs.sha256 if lfs else None
     else:
-        revision, sha = None, file_sha256(_from_url(spec))
+        revision, sha = None, file_sha256(_from_url(spec, w, str(w.url)))
     old = pin(name).get("sha256")
     if old and sha != old:
         raise AttribBenchError(

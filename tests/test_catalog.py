@@ -297,3 +297,31 @@ def test_lock_file_is_valid_json_with_the_openai_pin():
         data["weights"]["clip_vit_b32.openai"]["sha256"]
         in CATALOG["clip_vit_b32.openai"].weights.url
     )
+
+
+def test_pin_records_the_hub_commit_and_sha256_and_never_overwrites(tmp_path, monkeypatch):
+    """`baselines pin` up to the network call: the Hub's answer is served from memory."""
+    from types import SimpleNamespace
+
+    lock = tmp_path / "weights.lock.json"
+    lock.write_text(catalog.LOCK_FILE.read_text())
+    monkeypatch.setattr(catalog, "LOCK_FILE", lock)
+    served = {"sha": "c" * 40, "file_sha": "d" * 64}
+
+    class Hub:
+        def model_info(self, repo, files_metadata=False):
+            assert files_metadata and repo == "timm/vit_base_patch16_224.dino"
+            sibling = SimpleNamespace(
+                rfilename="model.safetensors", lfs=SimpleNamespace(sha256=served["file_sha"])
+            )
+            return SimpleNamespace(sha=served["sha"], siblings=[sibling])
+
+    monkeypatch.setattr("huggingface_hub.HfApi", Hub)
+    out = CliRunner().invoke(main, ["baselines", "pin", "dino_vitb16"])
+    assert out.exit_code == 0, out.output
+    assert catalog.pin("dino_vitb16") == {"revision": "c" * 40, "sha256": "d" * 64}
+    served["file_sha"] = "e" * 64  # upstream changed the file under the same name
+    out = CliRunner().invoke(main, ["baselines", "pin", "dino_vitb16"])
+    assert out.exit_code == 2
+    assert "upstream now serves sha256 eeee" in out.output
+    assert catalog.pin("dino_vitb16")["sha256"] == "d" * 64
