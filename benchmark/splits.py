@@ -122,8 +122,11 @@ class Benchmark:
                     continue
                 kept_ids = tuple(ids[i] for i in keep)
                 key = sha256_text(f"{entry['sha256']}:{start}:" + "\n".join(kept_ids))
-                full = key if len(keep) == len(ids) else None
-                full = full or sha256_text(f"{entry['sha256']}:{start}:" + "\n".join(ids))
+                full = (
+                    key
+                    if len(keep) == len(ids)
+                    else sha256_text(f"{entry['sha256']}:{start}:" + "\n".join(ids))
+                )
                 yield ImageBlock(key, kept_ids, tuple(images[i] for i in keep), full, tuple(keep))
 
 
