@@ -96,3 +96,24 @@ def test_a_query_regenerates_from_base_model_and_delta(mini):
         again = np.asarray(Image.open(io.BytesIO(encode(image, cfg))), dtype=float)
         diff = np.abs(again - np.asarray(want.convert("RGB"), dtype=float))
         assert diff.mean() < 0.5, diff.mean()  # 0 on the machine that generated them
+
+
+def test_no_pixel_identical_repeats_among_candidates(mini):
+    """No distractor equals an exemplar or another distractor; no model repeats an exemplar
+    (the sources repeat some pictures under other names; freeze drops the repeats)."""
+    import hashlib
+
+    from benchmark.features import decode
+
+    digest = {}
+    for table in ("exemplars", "distractors"):
+        for block in mini.iter_image_blocks(table):
+            for image_id, data in zip(block.ids, block.images, strict=True):
+                digest[image_id] = hashlib.sha256(decode(data).tobytes()).hexdigest()
+    distractors = [digest[d] for d in mini.distractor_ids]
+    assert len(set(distractors)) == len(distractors) == 2000
+    exemplar_digests = {digest[e] for e in mini.exemplar_ids}
+    assert not exemplar_digests & set(distractors)
+    for m in mini.models:
+        own = [digest[e] for e in m.exemplar_ids]
+        assert len(set(own)) == len(own), m.model_id

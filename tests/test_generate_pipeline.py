@@ -157,3 +157,35 @@ def _plain(cfg):
     pipe = StableDiffusionPipeline.from_pretrained(cfg.base_model)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def test_frozen_images_have_no_pixel_identical_repeats(tmp_path):
+    """Repeated source pictures: one exemplar per repeat, no distractor equal to an exemplar
+    or to another distractor, and the pool refilled to its size."""
+    from splits.generate.domain import Domain, ModelSpec
+    from splits.generate.pipeline import distinct_images
+    from splits.generate.sources import square_rgb
+
+    def image(name: str, rgb) -> SourceImage:
+        path = tmp_path / f"{name}.png"
+        Image.new("RGB", (8, 8), rgb).save(path)
+        return SourceImage(name, path, "pkg", "c", "", "g", "CC0-1.0")
+
+    a1, a2, b = image("a1", (255, 0, 0)), image("a2", (255, 0, 0)), image("b", (0, 0, 255))
+    pool = [image(f"p{i}", (i * 20, 100, 50)) for i in range(6)]
+    copy_of_a = image("pa", (255, 0, 0))
+    twin = image("p0-twin", (0, 100, 50))  # the same pixels as p0
+    pretrain = (*pool, copy_of_a, twin)
+    domain = Domain(
+        pretrain=pretrain,
+        captions=tuple("a drawing of a thing" for _ in pretrain),
+        distractors=(pool[0], copy_of_a, twin),
+        models=(ModelSpec("m0", Part.STYLE_SEEN, "style", "x", (a1, a2, b)),),
+    )
+    images = {p.image_id: square_rgb(p.path, 8) for p in [*pretrain, a1, a2, b]}
+    kept, distractors = distinct_images(domain, images)
+    assert kept == {"m0": ("a1", "b")}
+    assert len(distractors) == 3 and "pa" not in distractors
+    assert len({images[i].tobytes() for i in distractors}) == 3  # no twins left
+    assert not {"p0", "p0-twin"} <= set(distractors)
+    assert distractors == sorted(distractors)

@@ -9,6 +9,7 @@ regenerating a query takes.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -189,6 +190,8 @@ def freeze(
 ) -> Benchmark:
     """Write the benchmark folder from finished model folders (all shards must be done)."""
     out = Path(out_dir)
+    images = domain_images(domain, cfg.image_size)
+    kept_exemplars, distractor_ids = distinct_images(domain, images)
     models, queries, exemplars = [], [], {}
     for spec in domain.models:
         done = out / "models" / spec.model_id / "done.json"
@@ -196,13 +199,10 @@ def freeze(
             raise FileNotFoundError(f"{done}: model not generated yet; run generate first")
         info = json.loads(done.read_text())
         category = spec.noun if spec.kind == "object" else "style"
-        models.append(
-            CustomModel(
-                spec.model_id, spec.part, category, tuple(e.image_id for e in spec.exemplars)
-            )
-        )
-        for e in spec.exemplars:
-            exemplars[e.image_id] = encode(square_rgb(e.path, cfg.image_size), cfg)
+        ids = kept_exemplars[spec.model_id]
+        models.append(CustomModel(spec.model_id, spec.part, category, ids))
+        for image_id in ids:
+            exemplars[image_id] = encode(images[image_id], cfg)
         for r in info["queries"]:
             q = Query(
                 r["query_id"],
@@ -216,10 +216,8 @@ def freeze(
             png = out / "models" / spec.model_id / "queries" / f"{q.query_id}.png"
             with Image.open(png) as im:
                 queries.append((q, encode(im, cfg)))
-    distractors = [
-        (d.image_id, c, encode(square_rgb(d.path, cfg.image_size), cfg))
-        for d, c in zip(domain.distractors, _captions(domain), strict=True)
-    ]
+    caption_of = dict(zip((p.image_id for p in domain.pretrain), domain.captions, strict=True))
+    distractors = [(i, caption_of[i], encode(images[i], cfg)) for i in distractor_ids]
     licenses = sorted({(e.package, e.license) for e in domain.pretrain})
     artifacts, base_ref = _store_artifacts(domain, cfg, out, Path(dest))
     return write_benchmark(
@@ -278,6 +276,53 @@ def _store_artifacts(
     return sorted(p.resolve().relative_to(dest.resolve()).as_posix() for p in files), base_ref
 
 
-def _captions(domain: Domain) -> list[str]:
-    by_id = dict(zip((p.image_id for p in domain.pretrain), domain.captions, strict=True))
-    return [by_id[d.image_id] for d in domain.distractors]
+def domain_images(domain: Domain, size: int) -> dict[str, Image.Image]:
+    """Every pretraining, distractor and exemplar image of ``domain`` at benchmark size."""
+    sources = [
+        *domain.pretrain,
+        *domain.distractors,
+        *(e for m in domain.models for e in m.exemplars),
+    ]
+    return {p.image_id: square_rgb(p.path, size) for p in {p.image_id: p for p in sources}.values()}
+
+
+def distinct_images(
+    domain: Domain, images: dict[str, Image.Image]
+) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """Exemplar sets and distractors with no pixel-identical repeats, as frozen.
+
+    The sources repeat some pictures under other names (an artist uploading a drawing twice,
+    one clip-art in two packages); at the benchmark's resolution those are the same image.
+    A model keeps the first of each repeated exemplar (it was customized on the same pixels
+    either way). A distractor identical to any exemplar, or to an earlier distractor, is
+    dropped, so a perfect method can rank every exemplar first; the pool is refilled to its
+    size from the other pretraining images, in an order fixed by a hash of their ids.
+
+    Returns each model's exemplar ids and the distractor ids, in order.
+    """
+
+    def key(image_id: str) -> str:
+        return hashlib.sha256(images[image_id].tobytes()).hexdigest()
+
+    kept: dict[str, tuple[str, ...]] = {}
+    exemplar_keys = set()
+    for m in domain.models:
+        seen: dict[str, str] = {}
+        for e in m.exemplars:
+            seen.setdefault(key(e.image_id), e.image_id)
+        kept[m.model_id] = tuple(seen.values())
+        exemplar_keys |= set(seen)
+    chosen = {d.image_id for d in domain.distractors}
+    refill = sorted(
+        (p.image_id for p in domain.pretrain if p.image_id not in chosen),
+        key=lambda i: hashlib.sha256(i.encode()).hexdigest(),
+    )
+    taken, keys = [], set(exemplar_keys)
+    for image_id in [*(d.image_id for d in domain.distractors), *refill]:
+        if len(taken) == len(domain.distractors):
+            break
+        k = key(image_id)
+        if k not in keys:
+            keys.add(k)
+            taken.append(image_id)
+    return kept, sorted(taken)

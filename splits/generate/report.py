@@ -3,7 +3,7 @@
 A benchmark built by construction is only useful if the customized model's samples really
 depend on its exemplars. The check: for every customized model, its queries and base-model
 samples with the same prompts (minus the new token) and the same seeds are scored against
-the model's exemplars among all distractors and every other model's exemplars, with a feature
+the model's exemplars among all distractors (as the benchmark ranks them), with a feature
 that has no learned weights. Per test case the report gives each side's mean and the paired
 difference with a cluster-bootstrap interval over models (the benchmark's own resampling
 unit). The difference must be clearly positive in every test case: customized samples look
@@ -25,6 +25,7 @@ from benchmark import scoring, stats
 from benchmark.metrics import per_query_bounds
 from benchmark.types import Part, PromptType
 from splits.generate.domain import Domain
+from splits.generate.pipeline import distinct_images, domain_images
 from splits.generate.sources import square_rgb
 
 METRICS = ("mAP", "recall@10", "recall@100")
@@ -90,20 +91,16 @@ def signal(
 ) -> dict:
     """Per test case and side: mean of each metric; per test case: the paired difference."""
     say = progress or (lambda _: None)
-    specs = {m.model_id: m for m in domain.models}
-    gallery_ids: list[str] = []
-    gallery: list[Image.Image] = []
-    for spec in domain.models:
-        for e in spec.exemplars:
-            if e.image_id not in gallery_ids:
-                gallery_ids.append(e.image_id)
-                gallery.append(square_rgb(e.path, image_size))
-    say(f"embedding {len(gallery)} exemplars and {len(domain.distractors)} distractors")
-    x = embed(extractor, gallery)
-    d = embed(extractor, [square_rgb(p.path, image_size) for p in domain.distractors])
+    # The exemplar sets and distractors exactly as frozen (pixel-identical repeats dropped).
+    images = domain_images(domain, image_size)
+    kept, distractor_ids = distinct_images(domain, images)
+    gallery_ids = list(dict.fromkeys(e for m in domain.models for e in kept[m.model_id]))
+    say(f"embedding {len(gallery_ids)} exemplars and {len(distractor_ids)} distractors")
+    x = embed(extractor, [images[i] for i in gallery_ids])
+    d = embed(extractor, [images[i] for i in distractor_ids])
     row = {image_id: i for i, image_id in enumerate(gallery_ids)}
-    index = [[row[e.image_id] for e in specs[s.model_id].exemplars] for s in samples]
-    ex_ids = [tuple(e.image_id for e in specs[s.model_id].exemplars) for s in samples]
+    index = [[row[e] for e in kept[s.model_id]] for s in samples]
+    ex_ids = [kept[s.model_id] for s in samples]
     per_side = {}
     for side in SIDES:
         say(f"scoring {len(samples)} {side} samples")
@@ -246,10 +243,11 @@ def write_report(
         "",
         "Written by `attrib-bench splits report` (`splits/generate/report.py`). Each customized",
         "model's queries are compared with base-model samples from the same prompts without the",
-        "`<new1>` token and the same seeds. Both are scored against the model's exemplars among",
-        "all distractors and every other model's exemplars, with features that have no learned",
-        "weights. Differences are customized minus base; intervals are 95% percentile cluster",
-        "bootstraps over customized models (paired: the same resampled models for both sides).",
+        "`<new1>` token and the same seeds. Both rank the model's exemplars (as frozen: repeated",
+        "pictures dropped) among all distractors, as the benchmark does, with features that have",
+        "no learned weights. Differences are customized minus base; intervals are 95% percentile",
+        "cluster bootstraps over customized models (paired: the same resampled models for both",
+        "sides).",
         "",
         f"Verdict (feature `{primary['feature']['name']}`, mAP): **{verdict}**.",
         "",
