@@ -120,6 +120,10 @@ def head_dirs(weights: str | Path | None = None) -> list[Path]:
 
 def find_heads(name: str, weights: str | Path | None = None) -> HeadsFile:
     base, bench = split_name(name)
+    if bench == "abc":  # AbC's released heads (baselines/abc_official.py)
+        from baselines.abc_official import official_heads
+
+        return official_heads(name, weights)
     for folder in head_dirs(weights):
         path = folder / f"{name}.safetensors"
         if path.is_file():
@@ -142,11 +146,12 @@ class Tuned:
     def __init__(self, backbone, heads: HeadsFile):
         self.backbone, self.heads_file = backbone, heads
         self.heads = heads.heads
-        self.name = heads.path.name.removesuffix(".safetensors")
+        self.name = heads.record.get("name") or heads.path.name.removesuffix(".safetensors")
         self.preprocess = backbone.preprocess
         self.batch_size = backbone.batch_size
         trained_on = heads.record.get("backbone_weights_sha256")
-        if trained_on != backbone.weights_sha256 and not backbone.random_weights:
+        official = heads.record.get("official")  # AbC's file records no backbone hash
+        if trained_on != backbone.weights_sha256 and not backbone.random_weights and not official:
             raise AttribBenchError(
                 heads.path,
                 "backbone_weights_sha256",
