@@ -19,15 +19,16 @@ from numba import njit
 
 
 # fastmath only licenses assuming no NaN/inf (inputs are validated finite): the kernel does
-# comparisons, never float arithmetic, so results stay exact.
+# comparisons, never float arithmetic, so results stay exact. numba compiles one version per
+# dtype: float32 for features, float64 for float64 dense files (never rounded to float32).
 @njit(cache=True, nogil=True, fastmath=True)
 def count_and_insert(
-    scores: np.ndarray,  # [R, C] float32, C-contiguous: one tile
-    thresholds: np.ndarray,  # [R, E] float32: each row's exemplar scores
+    scores: np.ndarray,  # [R, C] float32 or float64, C-contiguous: one tile
+    thresholds: np.ndarray,  # [R, E] same dtype: each row's exemplar scores
     n_exemplars: np.ndarray,  # [R] int64
     above: np.ndarray,  # [R, E] int64, accumulated in place
     ties: np.ndarray,  # [R, E] int64, accumulated in place
-    top_val: np.ndarray,  # [R, N] float32 min-heap per row, updated in place (-inf = empty)
+    top_val: np.ndarray,  # [R, N] same dtype, min-heap per row, updated in place (-inf = empty)
     top_idx: np.ndarray,  # [R, N] int64, updated in place
     col0: int,  # column of the tile's first score in the full distractor list
 ) -> None:

@@ -10,7 +10,9 @@ A ``--benchmark`` value is one of:
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from benchmark.errors import BenchmarkError
 from benchmark.registry import Entry, Registry
@@ -49,6 +51,55 @@ BENCHMARKS = Registry(
     ),
 )
 DEFAULT_BENCHMARK = "abc-mini"
+
+#: Published versions of the shipped benchmarks: (name, version) -> manifest sha256.
+#: Append-only, like the manifests themselves (a published version never changes); a test
+#: checks that the shipped ``splits/abc-mini/manifest.json`` hashes to its row. A leaderboard
+#: accepts results for these versions only.
+PUBLISHED: dict[tuple[str, str], str] = {
+    ("abc-mini", "0.2.0"): "ff4aeba400d3f687ff38201e1d3e6483c74bdf29df006530265737b27ded9655",
+}
+#: Registered benchmarks built on each machine by code (their bytes may differ with library
+#: versions): the registered manifest sha256 is the one of the local build.
+BUILT_LOCALLY = ("abc-tiny",)
+
+
+@cache
+def registered_manifest_sha256(name: str, version: str) -> str | None:
+    """The manifest sha256 of a registered benchmark version, or None if not registered."""
+    if (name, version) in PUBLISHED:
+        return PUBLISHED[(name, version)]
+    if name in BUILT_LOCALLY:
+        bench = BENCHMARKS.load(name)()
+        return bench.manifest_sha256 if bench.version == version else None
+    return None
+
+
+def check_registered(benchmark: dict[str, Any], source: str | Path | None) -> None:
+    """Refuse a result's ``benchmark`` block unless it names a registered version with that
+    version's manifest sha256 (a result computed on a modified or unknown build)."""
+    name, version = benchmark.get("name"), benchmark.get("version")
+    expected = (
+        registered_manifest_sha256(name, version)
+        if isinstance(name, str) and isinstance(version, str)
+        else None
+    )
+    if expected is None:
+        known = sorted({f"{n}@{v}" for n, v in PUBLISHED} | {f"{n}@*" for n in BUILT_LOCALLY})
+        raise BenchmarkError(
+            source,
+            "benchmark",
+            f"{name}@{version} is not a registered benchmark version",
+            f"leaderboards take results on {', '.join(known)}",
+        )
+    if benchmark.get("manifest_sha256") != expected:
+        raise BenchmarkError(
+            source,
+            "benchmark.manifest_sha256",
+            f"{str(benchmark.get('manifest_sha256'))[:12]}... is not the manifest of "
+            f"{name}@{version} ({expected[:12]}...)",
+            "evaluate on the registered, unmodified benchmark",
+        )
 
 
 def resolve_benchmark(spec: str | Path | None = None) -> Benchmark:

@@ -134,6 +134,46 @@ _weights_option = click.option(
 )
 
 
+def _sandbox_options(fn):
+    """``--timeout``, ``--memory-limit``, ``--isolation``, ``--trust-code``: how submitted
+    extractor code runs (benchmark.sandbox); passed to ``fn`` as ``sandbox=SandboxOptions``.
+    Put it directly above the ``def`` (under ``_friendly``) so bad values are one line."""
+
+    @click.option(
+        "--timeout",
+        type=float,
+        default=None,
+        help="Wall-clock limit in seconds for running submitted extractor code (default: none).",
+    )
+    @click.option(
+        "--memory-limit",
+        default=None,
+        help="Memory limit of the extractor's process, e.g. 4G (RLIMIT_DATA; torch alone "
+        "takes about 1G).",
+    )
+    @click.option(
+        "--isolation",
+        type=click.Choice(["auto", "bwrap", "unshare"]),
+        default="auto",
+        show_default=True,
+        help="Sandbox for submitted code: bubblewrap, else unshare (auto), or force one.",
+    )
+    @click.option(
+        "--trust-code",
+        is_flag=True,
+        help="Run submitted code WITHOUT a sandbox (still in a child process) where no "
+        "sandbox works; recorded in the result. Review the code first.",
+    )
+    @wraps(fn)
+    def wrapper(*args, timeout, memory_limit, isolation, trust_code, **kwargs):
+        from benchmark.sandbox import SandboxOptions
+
+        sandbox = SandboxOptions(isolation, trust_code, timeout, memory_limit)
+        return fn(*args, sandbox=sandbox, **kwargs)
+
+    return wrapper
+
+
 def _submission_or_baseline(submission, baseline, weights):
     """The submission to evaluate: a folder, or a catalog baseline by name."""
     if (submission is None) == (baseline is None):
@@ -191,14 +231,26 @@ def _submission_or_baseline(submission, baseline, weights):
 )
 @click.option("--replace", is_flag=True, help="With --store: supersede an entry from other files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of a table.")
-@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed, 0 <= SEED < 2**63.")
 @click.option(
     "--tie-policy",
     type=click.Choice(["pessimistic", "optimistic"]),
     default="pessimistic",
     show_default=True,
 )
-@click.option("--bootstrap-samples", default=1000, show_default=True)
+@click.option(
+    "--bootstrap-samples",
+    default=1000,
+    show_default=True,
+    help="Cluster-bootstrap resamples, 1 to 100,000.",
+)
+@click.option(
+    "--ci-level",
+    type=float,
+    default=0.95,
+    show_default=True,
+    help="Confidence level of the intervals, strictly between 0 and 1.",
+)
 @click.option(
     "--device",
     default=None,
@@ -208,6 +260,7 @@ def _submission_or_baseline(submission, baseline, weights):
 @click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @_friendly
+@_sandbox_options
 def evaluate(
     submission,
     baseline,
@@ -220,10 +273,12 @@ def evaluate(
     seed,
     tie_policy,
     bootstrap_samples,
+    ci_level,
     device,
     batch_size,
     no_cache,
     quiet,
+    sandbox=None,
 ):
     """Score a submission or a baseline; write result.json and print a table."""
     from benchmark.evaluate import EvalConfig, RunOptions
@@ -232,11 +287,22 @@ def evaluate(
     from benchmark.types import TiePolicy
 
     config = EvalConfig(
-        seed=seed, tie_policy=TiePolicy(tie_policy), bootstrap_samples=bootstrap_samples
+        seed=seed,
+        tie_policy=TiePolicy(tie_policy),
+        bootstrap_samples=bootstrap_samples,
+        ci_level=ci_level,
     )
     options = RunOptions(
-        device=device, batch_size=batch_size, progress=not quiet, cache=not no_cache
+        device=device,
+        batch_size=batch_size,
+        progress=not quiet,
+        cache=not no_cache,
+        sandbox=sandbox,
     )
+    if store is not None:  # only canonical results are ranked: refuse before the work
+        from benchmark.store import check_canonical
+
+        check_canonical(config.settings(), None, "--store")
     if output is not None:
         ensure_dir(output, "--output", create=False)  # fail before the work, not after it
     result = run(_submission_or_baseline(submission, baseline, weights), benchmark, config, options)
@@ -263,7 +329,8 @@ def evaluate(
     help="Benchmark (default: the one named in submission.yaml, else abc-tiny).",
 )
 @_friendly
-def selfcheck(path, benchmark):
+@_sandbox_options
+def selfcheck(path, benchmark, sandbox=None):
     """Check a submission end to end on a small benchmark before the real run."""
     from benchmark.evaluate import EvalConfig, RunOptions
     from benchmark.evaluate import evaluate as run
@@ -273,7 +340,10 @@ def selfcheck(path, benchmark):
     click.echo(f"ok   submission.yaml is valid ({sub.kind}, {len(sub.file_hashes)} files)")
     bench_spec = benchmark or sub.config.get("benchmark", "abc-tiny").partition("@")[0]
     result = run(
-        sub, bench_spec, EvalConfig(bootstrap_samples=200), RunOptions(progress=False, cache=False)
+        sub,
+        bench_spec,
+        EvalConfig(bootstrap_samples=200),
+        RunOptions(progress=False, cache=False, sandbox=sandbox),
     )
     n = len(result["queries"])
     click.echo(
@@ -381,13 +451,15 @@ def export(benchmark, out):
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
 @click.option("--measure", "-m", multiple=True, help="Measures to show (default: mAP, recall@10).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed, 0 <= SEED < 2**63.")
 @_friendly
 def compare(a, b, measure, seed):
     """Paired differences A - B with cluster-bootstrap CIs."""
     from benchmark.compare import compare_results
     from benchmark.results import load_result
+    from benchmark.stats import check_seed
 
+    check_seed(seed, "--seed")  # before reading anything
     ra, rb = load_result(a), load_result(b)
     rows = compare_results(ra, rb, seed=seed, names=(str(a), str(b)))
     shown = set(measure or ("mAP", "recall@10"))
@@ -417,13 +489,22 @@ def splits() -> None:
 
 @splits.command(name="verify")
 @click.argument("benchmark", default=None, required=False)
+@click.option("--quick", is_flag=True, help="Check file sizes only (no hashing).")
 @_friendly
-def splits_verify(benchmark):
+def splits_verify(benchmark, quick):
     """Re-hash every shard of a benchmark (a folder, hf://..., or a registered name)."""
     from benchmark.benchmarks import resolve_benchmark
+    from benchmark.folder_benchmark import FolderBenchmark, verify_files
     from benchmark.splits import verify_benchmark
 
     bench = resolve_benchmark(benchmark)
+    if quick or isinstance(bench, FolderBenchmark):  # also the images under the source folder
+        info = verify_files(bench, quick=quick)
+        click.echo(
+            f"ok   {bench.name} {bench.version}: {info.pop('files')} files match manifest.json "
+            f"({info.pop('mode')}); " + ", ".join(f"{n} {k}" for k, n in info.items())
+        )
+        return
     counts = verify_benchmark(bench.root)
     files = sum(len(t["files"]) for t in bench.manifest["tables"].values())
     click.echo(
@@ -570,9 +651,15 @@ def splits_generate(config, out, num_shards, shard_index, cache):
 )
 @click.option("--sheet", type=click.Path(path_type=Path), default=None, help="Contact sheet PNG.")
 @click.option("--sheet-models", default=10, show_default=True)
+@click.option(
+    "--previous",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An earlier version's report JSON: print and write both versions side by side.",
+)
 @_sources_cache
 @_friendly
-def splits_report(config, run_dir, out, sheet, sheet_models, cache):
+def splits_report(config, run_dir, out, sheet, sheet_models, previous, cache):
     """Signal check of a generation run: customized vs base samples, and a contact sheet."""
     import os
 
@@ -582,6 +669,14 @@ def splits_report(config, run_dir, out, sheet, sheet_models, cache):
     from splits.generate.pool import load_domain
 
     recipe = load_recipe(config)
+    earlier = None
+    if previous is not None:
+        try:
+            earlier = report.load_report(previous)
+        except (OSError, ValueError) as exc:
+            raise AttribBenchError(
+                previous, None, f"cannot read report ({exc})", "pass a report's .json"
+            ) from None
     domain = load_domain(cache, recipe.domain)
     samples = report.collect(domain, run_dir)
     if not samples:
@@ -605,8 +700,13 @@ def splits_report(config, run_dir, out, sheet, sheet_models, cache):
         results=results,
         seconds=report.generation_seconds(domain, run_dir),
         sheet=sheet_rel,
+        version=recipe.version,
+        previous=earlier,
     )
     click.echo(report.markdown_table(results[0], "mAP", prompt_types=False))
+    if earlier is not None:
+        current = {"version": recipe.version, "results": results}
+        click.echo(report.comparison_table(earlier, current, "recall@10"))
     click.echo(f"wrote {path}")
 
 
@@ -850,13 +950,21 @@ _root_option = click.option(
 @leaderboard.command(name="add")
 @click.argument("result_file", metavar="RESULT", type=click.Path(path_type=Path))
 @_root_option
-@click.option("--replace", is_flag=True, help="Supersede an entry made from other files.")
+@click.option(
+    "--replace", is_flag=True, help="Supersede the stored entry (a verified one loses its badge)."
+)
 @_friendly
 def leaderboard_add(result_file, root, replace):
-    """Add a result.json to the store (what a contributor's pull request contains)."""
-    from benchmark.results import load_result, store_result
+    """Add a result.json to the store (what a contributor's pull request contains).
 
-    path = store_result(root / "results", load_result(result_file), replace=replace)
+    Refused with one line: a result that is not canonical, not on a registered benchmark
+    version, with an invalid name or insane values, or whose key is taken (without --replace).
+    """
+    from benchmark.results import load_result
+    from benchmark.store import store_result
+
+    result = load_result(result_file)
+    path = store_result(root / "results", result, replace=replace, source=result_file)
     click.echo(f"stored {path}")
 
 
@@ -867,14 +975,15 @@ def leaderboard_add(result_file, root, replace):
 @click.option("--benchmark", "-b", default=None)
 @_root_option
 @_friendly
-def leaderboard_verify(submission, baseline, weights, benchmark, root):
-    """Re-run an entry from its submission and mark it verified if it reproduces."""
+@_sandbox_options
+def leaderboard_verify(submission, baseline, weights, benchmark, root, sandbox=None):
+    """Re-run an entry with the canonical settings; if it reproduces the submitted metrics,
+    the re-run replaces the stored file and is marked verified, else nothing changes."""
     from benchmark.evaluate import EvalConfig, RunOptions
     from benchmark.evaluate import evaluate as run
     from benchmark.leaderboard import verify
-    from benchmark.results import load_result, stored_result_path
     from benchmark.submission import load_submission
-    from benchmark.types import TiePolicy
+    from benchmark.verification import stored_entry
 
     sub = _submission_or_baseline(submission, baseline, weights)
     sub = load_submission(sub) if isinstance(sub, Path) else sub
@@ -882,26 +991,13 @@ def leaderboard_verify(submission, baseline, weights, benchmark, root):
     from benchmark.benchmarks import resolve_benchmark
 
     bench = resolve_benchmark(bench_name)
-    stub = {
-        "benchmark": {"name": bench.name, "version": bench.version},
-        "submission": {"name": sub.name},
-    }
-    stored = load_result(stored_result_path(root / "results", stub))
-    s = stored["settings"]
-    config = EvalConfig(
-        seed=s["seed"],
-        tie_policy=TiePolicy(s["tie_policy"]),
-        bootstrap_samples=s["bootstrap_samples"],
-        ci_level=s["ci_level"],
-        top_n=s["top_n"],
-        store_top=s["store_top"],
-        ece_bins=s["ece_bins"],
-    )
-    fresh = run(sub, bench, config, RunOptions(progress=False, cache=False))
+    stored_entry(root, bench.name, bench.version, sub.name)  # refuse before the re-run
+    config = EvalConfig.canonical()  # never the stored settings: a submitter chose those
+    fresh = run(sub, bench, config, RunOptions(progress=False, cache=False, sandbox=sandbox))
     record = verify(root, fresh)
     click.echo(
-        f"verified {bench.name}@{bench.version}/{sub.name} "
-        f"(largest metric difference {record['max_abs_metric_difference']:.2g})"
+        f"verified {bench.name}@{bench.version}/{sub.name}: the stored file is now the "
+        f"canonical re-run (largest metric difference {record['max_abs_metric_difference']:.2g})"
     )
 
 
@@ -950,3 +1046,148 @@ def leaderboard_push(repo_id, root, benchmark, dry_run, create_pr, token):
         return
     info = push(plan, api, create_pr=create_pr)
     click.echo(f"pushed: {getattr(info, 'pr_url', None) or getattr(info, 'commit_url', info)}")
+
+
+# --------------------------------------------------------------------------------------------
+# The real AbC: import the official release (benchmark/abc_import.py, abc_features.py)
+
+
+@splits.command(name="import-abc")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--dest", required=True, type=click.Path(path_type=Path), help="Benchmark folder.")
+@click.option(
+    "--test-cases",
+    multiple=True,
+    help="Parts to import, comma-separated (AbC aliases, train, val, all); default: the four "
+    "test cases.",
+)
+@click.option("--pack", is_flag=True, help="Copy the images into Parquet shards.")
+@click.option("--jobs", type=int, default=None, help="Hashing threads (default: up to 8).")
+@click.option("--name", default="abc", show_default=True)
+@click.option("--version", "version_", default="1.0.0", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_friendly
+def splits_import_abc(src, dest, test_cases, pack, jobs, name, version_, quiet):
+    """Import the official AbC dataset/ folder SRC as a benchmark (resumable)."""
+    from benchmark.abc_import import import_abc, parse_test_cases
+
+    bench = import_abc(
+        src,
+        dest,
+        parts=parse_test_cases(test_cases),
+        pack=pack,
+        jobs=jobs,
+        name=name,
+        version=version_,
+        show_progress=not quiet,
+    )
+    click.echo(
+        f"ok   {bench.name} {bench.version} in {dest}: {len(bench.models)} models, "
+        f"{len(bench.queries)} queries, {len(bench.exemplar_ids)} exemplars, "
+        f"{len(bench.distractor_ids)} distractors (manifest sha256 {bench.manifest_sha256[:12]})"
+    )
+
+
+@main.group(name="import-features")
+def import_features() -> None:
+    """Turn precomputed features of another release into a features submission."""
+
+
+@import_features.command(name="abc")
+@click.argument("feats_dir", type=click.Path(path_type=Path))
+@click.option("--benchmark", "-b", required=True, help="The imported AbC benchmark.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Submission folder.")
+@_friendly
+def import_features_abc(feats_dir, benchmark, out):
+    """AbC's feats/<model>/ folder (laion_subset.pth + per-test-case .pth) -> a submission."""
+    from benchmark.abc_features import import_abc_features
+    from benchmark.benchmarks import resolve_benchmark
+
+    bench = resolve_benchmark(benchmark)
+    path = import_abc_features(feats_dir, bench, out)
+    click.echo(f"wrote {path} (evaluate it with --submission {path} --benchmark {benchmark})")
+
+
+# --------------------------------------------------------------------------------------------
+# AbU's track and peers' score files (benchmark/abu_track.py, import_scores.py)
+
+
+@splits.command(name="derive-abu")
+@click.argument("benchmark")
+@click.argument("tasks_json", type=click.Path(path_type=Path))
+@click.option("--dest", required=True, type=click.Path(path_type=Path), help="View folder.")
+@click.option(
+    "--num-distractors",
+    type=int,
+    default=100_000,
+    show_default=True,
+    help="LAION rows in the gallery (the first, in sorted order): AbU's --laion_subset_size.",
+)
+@click.option("--partial", is_flag=True, help="Accept a task list other than AbU's 400.")
+@click.option("--name", default=None, help="Default: the source's name + '-abu'.")
+@click.option("--version", "version_", default=None, help="Default: the source's version.")
+@_friendly
+def splits_derive_abu(benchmark, tasks_json, dest, num_distractors, partial, name, version_):
+    """AbU's 400-query track (TASKS_JSON = its all_tasks.json) as a view of an imported AbC."""
+    from benchmark.abu_track import derive_abu
+    from benchmark.benchmarks import resolve_benchmark
+
+    view = derive_abu(
+        resolve_benchmark(benchmark),
+        tasks_json,
+        dest,
+        num_distractors=num_distractors,
+        partial=partial,
+        name=name,
+        version=version_,
+    )
+    click.echo(
+        f"ok   {view.name} {view.version} in {dest}: {len(view.queries)} queries of "
+        f"{len(view.models)} models, {len(view.distractor_ids)} distractors (manifest sha256 "
+        f"{view.manifest_sha256[:12]})"
+    )
+
+
+@main.command(name="import-scores")
+@click.argument(
+    "fmt", metavar="FORMAT", type=click.Choice(["abu", "train_x_query", "fastgda", "generic"])
+)
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--benchmark", "-b", required=True, help="The benchmark the scores are for.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Submission folder.")
+@click.option(
+    "--orientation",
+    type=click.Choice(["query_x_train", "train_x_query"]),
+    default="query_x_train",
+    show_default=True,
+    help="generic: the matrix's axes.",
+)
+@click.option("--lower-is-better", is_flag=True, help="generic: lower score = more influential.")
+@click.option(
+    "--ids",
+    nargs=2,
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="QUERY_IDS GALLERY_IDS",
+    help="Files naming the matrix's queries and gallery images, one id per line, in its order "
+    "(default: queries.tsv and candidates.txt order from `attrib-bench export`).",
+)
+@click.option("--key", default=None, help="The array inside a dict file (dotted: test.rank).")
+@click.option("--name", default=None, help="Submission name.")
+@_friendly
+def import_scores_cmd(fmt, file, benchmark, out, orientation, lower_is_better, ids, key, name):
+    """Turn AbU / dattri / Journey-TRAK / FastGDA / generic score files into a dense submission."""
+    from benchmark.benchmarks import resolve_benchmark
+    from benchmark.import_scores import ScoreOptions, import_scores
+
+    bench = resolve_benchmark(benchmark)
+    opts = ScoreOptions(
+        orientation=orientation,
+        lower_is_better=lower_is_better,
+        query_ids=ids[0] if ids else None,
+        gallery_ids=ids[1] if ids else None,
+        key=key,
+        name=name,
+    )
+    path = import_scores(fmt, file, bench, ensure_dir(out, "--out"), opts)
+    click.echo(f"wrote {path} (evaluate it with --submission {path} --benchmark {benchmark})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ from benchmark.errors import AttribBenchError, SubmissionError
 from benchmark.metrics import MEASURES, RECALL_KS, per_query_bounds
 from benchmark.progress import progress_bar
 from benchmark.results import build_result
+from benchmark.sandbox import SandboxOptions, extract_isolated
 from benchmark.splits import Benchmark
 from benchmark.submission import (
     Submission,
     check_benchmark,
+    is_builtin,
     load_dense,
     load_extractor,
     load_features,
@@ -45,14 +47,11 @@ class EvalConfig:
     ece_bins: int = 15
 
     def __post_init__(self) -> None:
-        if self.bootstrap_samples < 1:
-            raise AttribBenchError(
-                None, "--bootstrap-samples", "must be at least 1", "use the default of 1000"
-            )
-        if not 0.0 < self.ci_level < 1.0:
-            raise AttribBenchError(
-                None, "ci_level", "must lie strictly between 0 and 1", "use 0.95"
-            )
+        # Checked here, before any work: a seed numpy refuses or a bootstrap too large for
+        # memory is one line, not a traceback after scoring (caps in benchmark.stats).
+        stats.check_seed(self.seed, "--seed")
+        stats.check_samples(self.bootstrap_samples, "--bootstrap-samples")
+        stats.check_level(self.ci_level, "--ci-level")
         if self.top_n < 0 or self.store_top < 0 or self.store_top > max(self.top_n, 0):
             raise AttribBenchError(
                 None, "top_n", "need 0 <= store_top <= top_n", "use the defaults"
@@ -67,6 +66,35 @@ class EvalConfig:
         )
         return out
 
+    @classmethod
+    def canonical(cls) -> EvalConfig:
+        """The one configuration leaderboard entries are scored with: pessimistic ties (so a
+        constant scorer cannot win), the default bootstrap (samples, CI level, seed) and the
+        default calibration candidates (top_n, store_top, ece_bins). Other configurations are
+        for diagnosis only."""
+        return cls()
+
+    @classmethod
+    def canonical_difference(cls, settings: dict[str, Any]) -> str | None:
+        """None if a result's ``settings`` are the canonical ones; else the first field that
+        differs, as one phrase ("tie_policy is 'optimistic', canonical is 'pessimistic'")."""
+        canonical = cls.canonical().settings()
+        if not isinstance(settings, dict):
+            return "settings are not an object"
+        for key in [*canonical, *sorted(k for k in settings if k not in canonical)]:
+            if key not in settings:
+                return f"{key} is missing"
+            if key not in canonical:
+                return f"{key} is not a setting of this harness"
+            mine, theirs = canonical[key], settings[key]
+            if type(mine) is not type(theirs) or mine != theirs:
+                return f"{key} is {theirs!r}, canonical is {mine!r}"
+        return None
+
+    @classmethod
+    def is_canonical(cls, settings: dict[str, Any]) -> bool:
+        return cls.canonical_difference(settings) is None
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -76,6 +104,11 @@ class RunOptions:
     batch_size: int | None = None
     progress: bool = True
     cache: bool = True
+    #: How submitted extractor code runs (backend, limits, --trust-code); see benchmark.sandbox.
+    sandbox: SandboxOptions = field(default_factory=SandboxOptions)
+
+    def __post_init__(self) -> None:
+        feat.check_batch_size(self.batch_size)
 
 
 def evaluate(
@@ -108,7 +141,7 @@ def evaluate(
     calibration = calibrate(counts, bench, config, stored.get("calibrator"))
     timings["metrics_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
-    return build_result(
+    result = build_result(
         bench,
         sub,
         config.settings(),
@@ -120,6 +153,9 @@ def evaluate(
         str(device),
         config.store_top,
     )
+    if "isolation" in stored:  # how the extractor's code ran (bwrap, unshare, none, in-process)
+        result["environment"]["isolation"] = stored["isolation"]
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +204,16 @@ def rank_counts(
         timings["features_s"] = time.perf_counter() - t
     local_cols = [[c - n_d for c in cols] for cols in ex_cols]
     with progress_bar(n_d, "scoring distractors", options.progress) as bar:
-        counts = scoring.score_features(queries, exemplars, local_cols, gallery, progress=bar, **kw)
+        counts = scoring.score_features(
+            queries,
+            exemplars,
+            local_cols,
+            gallery,
+            progress=bar,
+            distractor_ids=bench.distractor_ids,
+            source=sub.yaml_path,
+            **kw,
+        )
     return counts, device
 
 
@@ -193,31 +238,58 @@ def extract_features(
     options: RunOptions,
     stored: dict[str, Any] | None = None,
 ):
-    extractor = load_extractor(sub)
+    """Query, exemplar and distractor features of an extractor submission.
+
+    A submitted extractor runs in a sandboxed child (:mod:`benchmark.sandbox`): this process
+    never imports it, keys its cache by the submission's file hashes and ignores any
+    calibrator it claims to ship. Built-in catalog baselines (``baseline_submission``: harness
+    code and pinned weights, no submitted code) run here, so tuned heads share their
+    backbone's cached features with ``train-tuned`` and their stored calibrators apply.
+    """
     device = feat.pick_device(options.device)
+    batch = options.batch_size or sub.config["extractor"].get("batch_size")
+    feat.check_batch_size(batch)
+    qids = [q.query_id for q in bench.evaluated_queries]
+    ex_ids = list(bench.evaluated_exemplar_ids)
+    total = len(qids) + len(ex_ids) + len(bench.distractor_ids)
+    module = sub.config["extractor"]["entry"].partition(":")[0]
+    source = str(sub.root / module) if module.endswith(".py") else module
+    if not is_builtin(sub):
+        cache = feat.FeatureCache(feat.submission_cache_key(sub.sha256)) if options.cache else None
+        tables = [("queries", set(qids), "query"), ("exemplars", set(ex_ids), "gallery"),
+                  ("distractors", None, "gallery")]
+        with progress_bar(total, "extracting features", options.progress) as bar:
+            rows, backend = extract_isolated(
+                sub, bench, tables, cache=cache, device=device, batch_size=batch,
+                options=options.sandbox, source=source, progress=bar,
+            )
+        if stored is not None:
+            stored["isolation"] = backend if backend != "none" else "none (--trust-code)"
+        queries = feat.stack(rows["queries"], qids)
+        exemplars = feat.stack(rows["exemplars"], ex_ids)
+        distractors = feat.stack(rows["distractors"], list(bench.distractor_ids))
+        return queries, exemplars, _chunker(distractors), device
+    extractor = load_extractor(sub)
     if hasattr(extractor, "to"):
         extractor = extractor.to(device) or extractor
-    if stored is not None and callable(getattr(extractor, "stored_calibrator", None)):
-        stored["calibrator"] = extractor.stored_calibrator(bench.name, bench.version)
+    if stored is not None:
+        stored["isolation"] = "in-process (built-in baseline)"
+        if callable(getattr(extractor, "stored_calibrator", None)):
+            stored["calibrator"] = extractor.stored_calibrator(bench.name, bench.version)
     # An extractor with a ``backbone`` and ``project`` (tuned heads) caches the backbone's
     # features, so retraining heads never re-runs the backbone.
     project = getattr(extractor, "project", None)
     runner = getattr(extractor, "backbone", None) if project else None
     runner = runner or extractor
     cache = feat.FeatureCache(feat.cache_key(runner, sub.sha256)) if options.cache else None
-    batch = options.batch_size or sub.config["extractor"].get("batch_size")
-    qids = [q.query_id for q in bench.evaluated_queries]
-    ex_ids = list(bench.evaluated_exemplar_ids)
-    total = len(qids) + len(ex_ids) + len(bench.distractor_ids)
     with progress_bar(total, "extracting features", options.progress) as bar:
-        module = sub.config["extractor"]["entry"].partition(":")[0]
-        source = str(sub.root / module) if module.endswith(".py") else module
         common = {
             "cache": cache,
             "device": device,
             "batch_size": batch,
             "progress": bar,
             "source": source,
+            "runner": feat._Runner(runner, None, device, 0, source),
         }
         q = feat.extract_table(runner, bench, "queries", set(qids), role="query", **common)
         x = feat.extract_table(runner, bench, "exemplars", set(ex_ids), role="gallery", **common)
@@ -239,11 +311,15 @@ def extract_features(
             "embed_query and embed must return the same dim",
         )
 
+    return queries, exemplars, _chunker(distractors), device
+
+
+def _chunker(distractors: torch.Tensor):
     def chunks(size: int) -> Iterator[torch.Tensor]:
         for a in range(0, len(distractors), size):
             yield distractors[a : a + size]
 
-    return queries, exemplars, chunks, device
+    return chunks
 
 
 # --------------------------------------------------------------------------------------------

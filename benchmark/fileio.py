@@ -7,12 +7,17 @@ one clear line.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
 import os
 import struct
 import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,10 @@ import numpy as np
 from benchmark.errors import AttribBenchError
 
 _CHUNK = 1 << 22
+#: Largest JSON text read (after gzip decompression): a decompression bomb stops here.
+MAX_JSON_BYTES = 256 << 20
+#: How long a writer waits for another process's lock on a store before giving up.
+LOCK_TIMEOUT_S = 120.0
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib"}
 # safetensors dtype names -> numpy dtypes we accept (little-endian on disk).
 _ST_DTYPES = {
@@ -53,22 +62,42 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically: a crash never leaves a half-written file behind. A ``.gz`` path
     is gzip-compressed with no timestamp, so the same object gives the same bytes."""
     path = Path(path)
-    text = dumps_json(obj)
-    if path.suffix == ".gz":
-        write_bytes_atomic(path, gzip.compress(text.encode("utf-8"), 9, mtime=0))
-    else:
-        write_text_atomic(path, text)
+    write_bytes_atomic(path, json_bytes(obj, gz=path.suffix == ".gz"))
+
+
+def json_bytes(obj: Any, gz: bool = False) -> bytes:
+    """The exact bytes ``write_json`` writes for ``obj`` (gzip without a timestamp)."""
+    data = dumps_json(obj).encode("utf-8")
+    return gzip.compress(data, 9, mtime=0) if gz else data
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def current_umask() -> int:
+    """The process umask, without changing it (Linux reports it in /proc; elsewhere it is
+    read by setting and restoring it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file and a rename: a reader sees the old file
+    or the new one, never half of one. The file gets the permissions a plain ``open`` would
+    give it (0644 under umask 022), not ``mkstemp``'s private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
@@ -76,23 +105,140 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def read_json(path: str | Path, what: str = "file") -> Any:
+@contextmanager
+def file_lock(path: str | Path, what: str = "store") -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block.
+
+    Check-then-write sequences on a shared folder run under it, so two processes never both
+    see "no entry yet" and both write. Waits up to ``LOCK_TIMEOUT_S`` for another holder.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise AttribBenchError(path, None, f"{what} not found", "check the path")
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        data = path.read_bytes()
-        if path.suffix == ".gz":
-            data = gzip.decompress(data)
-        return json.loads(data.decode("utf-8"))
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
         raise AttribBenchError(
-            path, None, f"not a valid gzip file ({exc})", f"regenerate the {what}"
+            path, None, f"cannot open the {what} lock ({exc.strerror})", "check the permissions"
+        ) from None
+    try:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise AttribBenchError(
+                        path,
+                        None,
+                        f"another process has held the {what} lock for {LOCK_TIMEOUT_S:.0f} s",
+                        "wait for it to finish, then retry",
+                    ) from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} overflows a float")
+    return value
+
+
+def _gunzip_capped(data: bytes, source: str | Path | None, limit: int) -> bytes:
+    """Decompress gzip ``data`` incrementally, never producing more than ``limit`` bytes (a
+    decompression bomb is refused after ``limit`` bytes, not after filling the memory)."""
+    out = bytearray()
+    rest = data
+    while rest:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out += d.decompress(rest, limit + 1 - len(out))
+        if len(out) > limit or d.unconsumed_tail:
+            raise AttribBenchError(
+                source,
+                None,
+                f"decompresses to more than {limit >> 20} MiB",
+                "a file this large is not one this harness wrote; regenerate it",
+            )
+        if not d.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker")
+        rest = d.unused_data
+    return bytes(out)
+
+
+def parse_json_bytes(
+    data: bytes,
+    source: str | Path | None,
+    what: str = "file",
+    *,
+    gz: bool = False,
+    max_bytes: int | None = None,
+) -> Any:
+    """Parse JSON (gzip-compressed with ``gz``) from bytes already read. Refused with one line:
+    bad gzip, bad UTF-8 or JSON, NaN/Infinity (never valid JSON, never written here), and
+    more than ``max_bytes`` of text (gzip: at most ``MAX_JSON_BYTES`` unless told)."""
+    limit = MAX_JSON_BYTES if max_bytes is None else max_bytes
+    try:
+        text = _gunzip_capped(data, source, limit) if gz else data
+        if max_bytes is not None and len(text) > max_bytes:
+            raise AttribBenchError(
+                source,
+                None,
+                f"holds more than {limit >> 20} MiB of JSON",
+                "a file this large is not one this harness wrote; regenerate it",
+            )
+        return json.loads(
+            text.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+    except (OSError, EOFError, zlib.error) as exc:
+        raise AttribBenchError(
+            source, None, f"not a valid gzip file ({exc})", f"regenerate the {what}"
         ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AttribBenchError(
-            path, None, f"not valid JSON ({exc})", f"regenerate the {what}"
+            source, None, f"not valid JSON ({exc})", f"regenerate the {what}"
         ) from None
+    except (ValueError, RecursionError) as exc:  # NaN, overflow, huge ints, deep nesting
+        raise AttribBenchError(
+            source, None, f"not valid JSON ({exc})", f"regenerate the {what}"
+        ) from None
+
+
+def read_file_capped(path: Path, what: str, max_bytes: int | None = None) -> bytes:
+    """The bytes of a file that must exist and be at most ``max_bytes`` on disk (no limit
+    when None)."""
+    limit = max_bytes
+    if not path.is_file():
+        raise AttribBenchError(path, None, f"{what} not found", "check the path")
+    try:
+        with open(path, "rb") as f:
+            data = f.read() if limit is None else f.read(limit + 1)
+    except OSError as exc:
+        raise AttribBenchError(
+            path, None, f"cannot read it ({exc.strerror})", "check the permissions"
+        ) from None
+    if limit is not None and len(data) > limit:
+        raise AttribBenchError(
+            path,
+            None,
+            f"is larger than {limit >> 20} MiB",
+            "a file this large is not one this harness wrote; regenerate it",
+        )
+    return data
+
+
+def read_json(path: str | Path, what: str = "file", max_bytes: int | None = None) -> Any:
+    """Parse a JSON (or gzip JSON, by the ``.gz`` suffix) file; see ``parse_json_bytes``.
+    A ``.gz`` file never decompresses to more than ``MAX_JSON_BYTES`` (or ``max_bytes``)."""
+    path = Path(path)
+    data = read_file_capped(path, what, max_bytes)
+    return parse_json_bytes(data, path, what, gz=path.suffix == ".gz", max_bytes=max_bytes)
 
 
 def refuse_pickle(path: Path, field: str) -> None:

@@ -1,16 +1,20 @@
 """Publishing a frozen benchmark version to the Hugging Face Hub as a dataset repo.
 
-One commit holds the manifest, the dataset card and every shard the manifest lists (nothing
-else in the folder), and the commit is tagged ``v<version>`` so that
-``--benchmark hf://OWNER/NAME@v<version>`` pins exactly what was verified here.
+One commit holds the manifest, the dataset card and every file the manifest pins: the
+shards and the artifacts (base model, deltas), from the same list ``splits verify`` checks
+(:func:`benchmark.integrity.listed_files`), and nothing else in the folder. The commit is
+tagged ``v<version>`` so that ``--benchmark hf://OWNER/NAME@v<version>`` pins exactly what
+was verified here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmark.errors import BenchmarkError
+from benchmark.integrity import listed_files
 from benchmark.splits import MANIFEST, load_benchmark, verify_benchmark
 
 
@@ -21,14 +25,29 @@ class Upload:
     num_bytes: int
 
 
+def refuse_folder_backed(root: Path) -> None:
+    """An imported AbC (``folder`` in its manifest) keeps its images outside the folder: a
+    push would publish tables that point at files no downloader has."""
+    from benchmark.fileio import read_json
+
+    manifest = read_json(root / MANIFEST, "manifest") if (root / MANIFEST).is_file() else {}
+    if isinstance(manifest, dict) and "folder" in manifest:
+        raise BenchmarkError(
+            root / MANIFEST,
+            "folder",
+            "its images are files under a source folder, not in its shards, so it is not "
+            "self-contained",
+            "--pack it first: attrib-bench splits import-abc SRC --dest DIR --pack",
+        )
+
+
 def planned_uploads(root: str | Path) -> list[Upload]:
-    """What a push would upload, after re-hashing every shard."""
+    """What a push would upload, after re-hashing every listed file (shards and artifacts)."""
     root = Path(root)
+    refuse_folder_backed(root)
     verify_benchmark(root)
     bench = load_benchmark(root)
-    rels = [MANIFEST, "README.md"] + [
-        f["path"] for t in bench.manifest["tables"].values() for f in t["files"]
-    ]
+    rels = [MANIFEST, "README.md"] + [f.path for f in listed_files(bench.manifest)]
     missing = [r for r in rels if not (root / r).is_file()]
     if missing:
         raise BenchmarkError(
@@ -43,13 +62,16 @@ def push_benchmark(
     *,
     create_pr: bool = False,
     token: str | None = None,
+    api: Any | None = None,
 ) -> str:
-    """Upload in one commit and tag it; returns the commit (or pull request) URL."""
+    """Upload in one commit and tag it; returns the commit (or pull request) URL.
+
+    ``api``: an ``HfApi``-like client (default: ``HfApi(token=token)``)."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     uploads = planned_uploads(root)
     bench = load_benchmark(root)
-    api = HfApi(token=token)
+    api = api if api is not None else HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
     ops = [
         CommitOperationAdd(path_in_repo=u.path_in_repo, path_or_fileobj=str(u.local))

@@ -15,13 +15,13 @@ benchmark when it is available:
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmark.fileio import write_text_atomic
+from benchmark.pages import number, render, safe_url
 from benchmark.types import TEST_CASES
 
 CELL_COLOURS = {
@@ -40,6 +40,12 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _plain(text: str) -> str:
+    """Figure text shown literally: matplotlib reads ``$...$`` as math (and fails on bad math),
+    so a submitter's ``$`` is escaped."""
+    return str(text).replace("$", r"\$")
 
 
 def cells(result: dict[str, Any]) -> list[tuple[str, str]]:
@@ -67,7 +73,7 @@ def plot_recall_curves(result: dict[str, Any], path: Path, num_distractors: int)
             recall,
             color=CELL_COLOURS.get(case, "grey"),
             linestyle="-" if prompt == "gpt" else "--",
-            label=f"{case} / {prompt}",
+            label=_plain(f"{case} / {prompt}"),
         )
     ax.set_xscale("log")
     ax.set_xlabel("K (candidates retrieved)")
@@ -75,7 +81,7 @@ def plot_recall_curves(result: dict[str, Any], path: Path, num_distractors: int)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{result['submission']['name']}: Recall@K")
+    ax.set_title(_plain(f"{result['submission']['name']}: Recall@K"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -97,10 +103,10 @@ def plot_cell_bars(result: dict[str, Any], path: Path, measures=("mAP", "recall@
             hi.append(max(est["ci_high"] - v, 0))
         colours = [CELL_COLOURS.get(case, "grey") for case, _ in cl]
         ax.bar(x, values, color=colours, yerr=[lo, hi], capsize=3, alpha=0.85)
-        ax.set_xticks(x, [f"{c} {p}" for c, p in cl], fontsize=7, rotation=35, ha="right")
+        ax.set_xticks(x, [_plain(f"{c} {p}") for c, p in cl], fontsize=7, rotation=35, ha="right")
         ax.set_ylabel(f"{measure} (95% CI)")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{result['submission']['name']} per test case and prompt type")
+    fig.suptitle(_plain(f"{result['submission']['name']} per test case and prompt type"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -212,7 +218,8 @@ def plot_gallery(result: dict[str, Any], bench, path: Path, k: int = 6) -> Path:
         ax.imshow(query_imgs[q["query_id"]])
         best = min(e["rank"] for e in q["exemplars"])
         ax.set_title(
-            f"{q['test_case']} {q['prompt_type']}\n{label}: exemplar rank {best}", fontsize=6
+            _plain(f"{q['test_case']} {q['prompt_type']}\n{label}: exemplar rank {best}"),
+            fontsize=6,
         )
         for c, cand in enumerate(cands):
             ax = axes[r][c + 1]
@@ -229,8 +236,10 @@ def plot_gallery(result: dict[str, Any], bench, path: Path, k: int = 6) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(
-        f"{result['submission']['name']}: query | top {k} candidates by score "
-        "(green frame: an exemplar; calibrated influence in %)",
+        _plain(
+            f"{result['submission']['name']}: query | top {k} candidates by score "
+            "(green frame: an exemplar; calibrated influence in %)"
+        ),
         fontsize=8,
     )
     fig.tight_layout()
@@ -243,36 +252,78 @@ def plot_gallery(result: dict[str, Any], bench, path: Path, k: int = 6) -> Path:
 # the page
 
 
-def _metrics_table(result: dict[str, Any]) -> str:
-    measures = ("mAP", "recall@5", "recall@10", "recall@100")
-    head = "".join(f"<th>{m}</th>" for m in measures)
-    rows = []
-    for cell in result["metrics"]:
-        tds = []
-        for m in measures:
-            est = cell["metrics"][m]
-            if est["value"] is None:
-                text = f"[{est['lower']:.3f}, {est['upper']:.3f}]"
-            else:
-                text = f"{est['value']:.3f}"
-            tds.append(
-                f"<td>{text} <small>[{est['ci_low']:.3f}, {est['ci_high']:.3f}]</small></td>"
-            )
-        rows.append(
-            f"<tr><td>{cell['test_case']}</td><td>{cell['prompt_type']}</td>"
-            f"<td>{cell['num_queries']}</td>{''.join(tds)}</tr>"
-        )
+MEASURES = ("mAP", "recall@5", "recall@10", "recall@100")
+
+
+def _estimate_texts(est: dict[str, Any]) -> tuple[str, str]:
+    """A metric cell as plain text: the value (or bounds) and its CI."""
+    if est["value"] is None:
+        value = f"[{number(est['lower'], '.3f')}, {number(est['upper'], '.3f')}]"
+    else:
+        value = number(est["value"], ".3f")
+    return value, f"[{number(est['ci_low'], '.3f')}, {number(est['ci_high'], '.3f')}]"
+
+
+def _calibration_text(cal: dict[str, Any]) -> str:
+    if "test" not in cal:
+        return f"skipped: {cal.get('skipped')}"
+    c, t = cal["calibrator"], cal["test"]
     return (
-        "<table><thead><tr><th>test case</th><th>prompt</th><th>queries</th>"
-        f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"fitted on {cal['fitted_on']}: tau {number(c['temperature'], '.4g')}, "
+        f"b {number(c['threshold'], '.4g')}; on test queries exemplar NLL "
+        f"{number(t['exemplar_nll'], '.3f')}, exemplar mass {number(t['exemplar_mass'], '.3f')}, "
+        f"ECE {number(t['ece'], '.4f')}"
     )
 
 
+def page_context(
+    result: dict[str, Any], figures: list[tuple[str, str]], gallery: bool
+) -> dict[str, Any]:
+    """Everything ``templates/report.html`` shows, as plain values (the template escapes
+    them); ``figures`` are (title, file name in the report folder)."""
+    b, s, settings = result["benchmark"], result["submission"], result["settings"]
+    authors = s.get("authors", [])
+    url = s.get("url")
+    return {
+        "name": s["name"],
+        "kind": s["kind"],
+        "description": s.get("description", ""),
+        "authors": [str(a) for a in authors] if isinstance(authors, list) else [str(authors)],
+        "url": safe_url(url),
+        "url_refused": url if url and safe_url(url) is None else None,
+        "bench_name": b["name"],
+        "bench_version": b["version"],
+        "manifest": str(b["manifest_sha256"])[:16],
+        "submission_sha": str(s["sha256"])[:16],
+        "harness": result["harness"]["version"],
+        "tie_policy": settings["tie_policy"],
+        "seed": settings["seed"],
+        "ci_level": number(settings["ci_level"], ".0%"),
+        "measures": MEASURES,
+        "rows": [
+            {
+                "test_case": cell["test_case"],
+                "prompt_type": cell["prompt_type"],
+                "queries": cell["num_queries"],
+                "estimates": [_estimate_texts(cell["metrics"][m]) for m in MEASURES],
+            }
+            for cell in result["metrics"]
+        ],
+        "calibration": _calibration_text(result["calibration"]),
+        "flags": [str(f) for f in result["flags"]],
+        "figures": figures,
+        "gallery": gallery,
+    }
+
+
 def write_report(result: dict[str, Any], out_dir: str | Path, bench=None) -> Path:
-    """Write ``index.html`` and its PNGs into ``out_dir``; ``bench`` enables the gallery."""
+    """Write ``index.html`` and its PNGs into ``out_dir``; ``bench`` enables the gallery.
+
+    The page is rendered by the autoescaping template engine (``benchmark.pages``): no string
+    of the result reaches it unescaped.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    b, s = result["benchmark"], result["submission"]
     num_distractors = len(bench.distractor_ids) if bench is not None else 0
     if not num_distractors:
         num_distractors = max(e["rank"] for q in result["queries"] for e in q["exemplars"])
@@ -283,44 +334,9 @@ def write_report(result: dict[str, Any], out_dir: str | Path, bench=None) -> Pat
     reliability = plot_reliability(result, out / "reliability.png")
     if reliability:
         figures.append(("Calibration", reliability))
-    note = ""
     if bench is not None:
         figures.append(("Gallery", plot_gallery(result, bench, out / "gallery.png")))
-    else:
-        note = "<p>Gallery skipped: the benchmark's images were not available.</p>"
-    cal = result["calibration"]
-    cal_text = (
-        f"fitted on {html.escape(cal['fitted_on'])}: tau {cal['calibrator']['temperature']:.4g}, "
-        f"b {cal['calibrator']['threshold']:.4g}; on test queries exemplar NLL "
-        f"{cal['test']['exemplar_nll']:.3f}, exemplar mass {cal['test']['exemplar_mass']:.3f}, "
-        f"ECE {cal['test']['ece']:.4f}"
-        if "test" in cal
-        else f"skipped: {html.escape(str(cal.get('skipped')))}"
-    )
-    imgs = "".join(f"<h2>{title}</h2><img src='{p.name}' alt='{title}'>" for title, p in figures)
-    flags = "".join(f"<li>{html.escape(f)}</li>" for f in result["flags"])
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{html.escape(s["name"])} on {b["name"]} {b["version"]}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; font-size: 14px; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
-small {{ color: #777; }} img {{ max-width: 100%; }} code {{ font-size: 12px; }}
-</style></head><body>
-<h1>{html.escape(s["name"])} <small>({s["kind"]})</small></h1>
-<p>{html.escape(s.get("description", ""))}</p>
-<p>Benchmark <b>{b["name"]} {b["version"]}</b> (manifest <code>{b["manifest_sha256"][:16]}</code>),
-submission <code>{s["sha256"][:16]}</code>, harness {result["harness"]["version"]},
-ties {result["settings"]["tie_policy"]}, seed {result["settings"]["seed"]}. Means with
-{result["settings"]["ci_level"]:.0%} cluster-bootstrap CIs over customized models.</p>
-{_metrics_table(result)}
-<p>Calibration {cal_text}.</p>
-{f"<ul>{flags}</ul>" if flags else ""}
-{imgs}
-{note}
-</body></html>
-"""
+    context = page_context(result, [(t, p.name) for t, p in figures], bench is not None)
     path = out / "index.html"
-    write_text_atomic(path, page)
+    write_text_atomic(path, render("report.html", **context))
     return path

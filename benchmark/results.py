@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmark import __version__
 from benchmark.errors import ResultError
-from benchmark.fileio import read_json, write_json
+from benchmark.fileio import MAX_JSON_BYTES, parse_json_bytes, read_file_capped, write_json
 from benchmark.schemas import validate
 from benchmark.splits import Benchmark, id_list_hashes
 from benchmark.submission import Submission
@@ -213,18 +213,31 @@ def write_result(result: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-def load_result(path: str | Path) -> dict[str, Any]:
-    result = read_json(path, "result file")
+def validate_result(result: Any, source: str | Path | None) -> dict[str, Any]:
+    """``result`` if it is a schema-valid result of this schema version."""
     if not isinstance(result, dict) or result.get("schema_version") != SCHEMA_VERSION:
         found = result.get("schema_version") if isinstance(result, dict) else None
         raise ResultError(
-            path,
+            source,
             "schema_version",
             f"unsupported schema_version {found!r}",
             f"use a result written with schema_version {SCHEMA_VERSION}",
         )
-    validate(result, "result", path)
+    validate(result, "result", source)
     return result
+
+
+def parse_result(data: bytes, source: str | Path) -> dict[str, Any]:
+    """A result from a file's bytes (gzip if ``source`` ends in ``.gz``), schema-checked."""
+    gz = str(source).endswith(".gz")
+    parsed = parse_json_bytes(data, source, "result file", gz=gz, max_bytes=MAX_JSON_BYTES)
+    return validate_result(parsed, source)
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    """Read and schema-check a ``result.json`` (or ``.json.gz``); one line if it is not one."""
+    path = Path(path)
+    return parse_result(read_file_capped(path, "result file", MAX_JSON_BYTES), path)
 
 
 def stable_view(result: dict[str, Any]) -> dict[str, Any]:
@@ -233,34 +246,15 @@ def stable_view(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def stored_result_path(root: str | Path, result: dict[str, Any]) -> Path:
-    """Where a results store keeps ``result``: ``<root>/<benchmark>@<version>/<name>.json.gz``.
+    """Where a results store keeps ``result``: ``<root>/<benchmark>@<version>/<name>.json.gz``
+    (names checked, the path resolved inside ``root``; see ``benchmark.store``)."""
+    from benchmark.store import entry_path
 
-    The key is (benchmark version, submission name); one file per key.
-    """
-    bench = result["benchmark"]
-    return (
-        Path(root)
-        / f"{bench['name']}@{bench['version']}"
-        / f"{result['submission']['name']}.json.gz"
-    )
+    return entry_path(root, result)
 
 
 def store_result(root: str | Path, result: dict[str, Any], replace: bool = False) -> Path:
-    """Add ``result`` to a results store (gzip JSON, deterministic bytes).
+    """Add ``result`` to a results store: see ``benchmark.store.store_result``."""
+    from benchmark.store import store_result as store
 
-    A stored entry made from other submission files is never silently replaced: that needs
-    ``replace=True``. The same files (a re-run) update the entry.
-    """
-    path = stored_result_path(root, result)
-    if path.is_file() and not replace:
-        old = load_result(path)
-        if old["submission"]["sha256"] != result["submission"]["sha256"]:
-            raise ResultError(
-                path,
-                "submission.sha256",
-                f"an entry for {result['submission']['name']} made from other files exists "
-                f"({old['submission']['sha256'][:12]}, new {result['submission']['sha256'][:12]})",
-                "rename the submission, or pass --replace to supersede the entry",
-            )
-    write_json(path, result)
-    return path
+    return store(root, result, replace=replace)

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmark.errors import AttribBenchError
 
 # Tile shape measured on a 2-core CPU (benchmarks/bench_scoring.py): a 4 MiB tile is still in
 # cache when the counting kernel re-reads it right after the GEMM wrote it (8 MiB tiles made
@@ -24,6 +27,9 @@ import torch
 QUERY_BLOCK = 1024
 DISTRACTOR_CHUNK = 1024
 DEFAULT_TOP_N = 100
+# Rows with a norm in this range are normalized directly: their squares stay far from
+# float32's overflow and underflow. Others are rescaled by a power of two first (normalize).
+_SAFE_NORM = (2.0**-40, 2.0**40)
 # The fused numba kernel is used when importable; tests switch it off to check that both
 # paths give identical counts.
 USE_FUSED = True
@@ -91,7 +97,10 @@ class _Accumulator:
     """Running counts and top-N for one set of queries, fed one score tile at a time."""
 
     def __init__(self, exemplar_scores: torch.Tensor, n_exemplars: torch.Tensor, top_n: int):
+        # Thresholds and the top-N keep the scores' own dtype (float32, or float64 for a
+        # float64 dense file), so two distinct scores are never rounded into a tie.
         q, e = exemplar_scores.shape
+        dtype = exemplar_scores.dtype
         # +inf padding: no score is ever above or equal to it, so padding counts stay 0.
         col = torch.arange(e)[None, :]
         self.thresholds = torch.where(
@@ -103,7 +112,7 @@ class _Accumulator:
         self.above = torch.zeros(q, e, dtype=torch.int64)
         self.ties = torch.zeros(q, e, dtype=torch.int64)
         self.top_n = top_n
-        self.top_scores = torch.full((q, top_n), float("-inf"))
+        self.top_scores = torch.full((q, top_n), float("-inf"), dtype=dtype)
         self.top_index = torch.full((q, top_n), -1, dtype=torch.int64)
         self.kernel = _fused_kernel()
         # numpy views sharing memory with the tensors above, for the numba kernel.
@@ -121,6 +130,8 @@ class _Accumulator:
         """Add one tile: ``scores[i, j]`` is query ``rows[i]`` against distractor ``col0 + j``."""
         # One accumulator always takes one path: the kernel keeps its top-N as a heap, the
         # torch path keeps it sorted.
+        if scores.dtype != self.thresholds.dtype:
+            raise TypeError(f"tile is {scores.dtype}, thresholds {self.thresholds.dtype}")
         if self.kernel is not None:
             self._update_fused(rows, scores.cpu().contiguous(), col0)
         else:
@@ -219,10 +230,62 @@ def sort_top(index: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.take_along_axis(index, by_score, 1), np.take_along_axis(scores, by_score, 1)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalize rows in float32 (cosine similarity = dot product afterwards)."""
-    x = x.to(torch.float32)
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+def _rescale_pow2(x: torch.Tensor) -> torch.Tensor:
+    """Rows times a power of two that brings each row's largest |value| into [0.5, 1).
+
+    Exact (only the exponent changes), in two steps so the factor never overflows.
+    """
+    peak = torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
+    _, exponent = torch.frexp(peak)
+    first = -(exponent // 2)
+    return torch.ldexp(torch.ldexp(x, first), -exponent - first)
+
+
+def normalize(
+    x: torch.Tensor,
+    what: str = "features",
+    ids: Callable[[int], str | None] | None = None,
+    source: str | Path | None = None,
+) -> torch.Tensor:
+    """L2-normalize rows to float32, whatever their magnitude (cosine = dot product after).
+
+    ``x / ||x||`` squares the entries: in float32, rows scaled by 1e30 overflow to inf and
+    rows scaled by 1e-30 underflow to 0. Rows whose norm lies outside [2**-40, 2**40] are
+    first multiplied by a power of two (exact) that brings their largest entry near 1, then
+    normalized like every other row; float64 input stays float64 until the result. Because
+    power-of-two scaling commutes exactly with the norm and the division, a row times any
+    power of two (2**100 ~ 1e30, 2**-100 ~ 1e-30) gives bit-identical output, and rows of
+    ordinary magnitude cost no more than a plain ``x / ||x||``.
+
+    An all-zero row has no direction to rank by, so it is an error (silently scoring it 0
+    against everything would hide a broken extractor or file).
+
+    Raises:
+        AttribBenchError: an all-zero row, named by ``ids(row)`` (or its number) under ``what``.
+    """
+    if x.dtype != torch.float64:
+        x = x.to(torch.float32)
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    safe = (norm > _SAFE_NORM[0]) & (norm < _SAFE_NORM[1])
+    if not bool(safe.all()):
+        rows = torch.nonzero(~safe.flatten()).flatten()
+        is_zero = ~(x[rows] != 0).any(dim=1)
+        zero, rows = rows[is_zero], rows[~is_zero]
+        if len(zero):
+            row = int(zero[0])
+            name = ids(row) if ids is not None else None
+            raise AttribBenchError(
+                source,
+                what,
+                f"row {row if name is None else repr(name)} is all zeros "
+                "(a zero vector has no direction to rank by)",
+                "return a nonzero feature vector for every image",
+            )
+        x = x.clone()
+        if len(rows):
+            x[rows] = _rescale_pow2(x[rows])
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return (x / norm).to(torch.float32)
 
 
 def score_features(
@@ -235,6 +298,8 @@ def score_features(
     exemplar_ids: Sequence[tuple[str, ...]],
     top_n: int = DEFAULT_TOP_N,
     progress: Callable[[int], None] | None = None,
+    distractor_ids: Sequence[str] | None = None,
+    source: str | Path | None = None,
 ) -> RankCounts:
     """Exact cosine-similarity rank counts of every query's own exemplars.
 
@@ -246,12 +311,28 @@ def score_features(
         query_ids, exemplar_ids: carried into the result.
         top_n: distractors to keep per query (for calibration and reports).
         progress: called with the number of distractors consumed after each chunk.
+        distractor_ids, source: name an all-zero row in messages (else its position).
 
     Returns:
         :class:`RankCounts` in the order of ``queries``.
+
+    Raises:
+        AttribBenchError: a query, exemplar or distractor row is all zeros.
     """
-    q = normalize(queries)
-    x = normalize(exemplars)
+    exemplar_name = {
+        row: name
+        for rows, names in zip(exemplar_index, exemplar_ids, strict=False)
+        for row, name in zip(rows, names, strict=False)
+    }
+
+    def query_name(i: int) -> str | None:
+        return query_ids[i]
+
+    def distractor_name(i: int) -> str | None:
+        return distractor_ids[i] if distractor_ids else None
+
+    q = normalize(queries, "query features", query_name, source)
+    x = normalize(exemplars, "exemplar features", exemplar_name.get, source)
     index, n = _padded_exemplars(exemplar_index)
     # Process queries grouped by exemplar count so a tile only does the passes it needs.
     order = torch.argsort(n, stable=True)
@@ -266,7 +347,9 @@ def score_features(
     buffer = torch.empty(0)
     with torch.inference_mode():
         for chunk in distractor_chunks(DISTRACTOR_CHUNK):
-            d = normalize(chunk)
+            d = normalize(
+                chunk, "distractor features", lambda i, c0=col0: distractor_name(c0 + i), source
+            )
             for start in range(0, len(q), QUERY_BLOCK):
                 rows = slice(start, start + QUERY_BLOCK)
                 block = q[rows]
@@ -292,12 +375,17 @@ def score_dense(
     """Rank counts from a dense (memory-mapped) score matrix [Q, candidates].
 
     Columns ``0..n_distractors-1`` are the distractors; ``exemplar_columns`` gives, per
-    query, the columns of its own exemplars. Rows are read one block at a time.
+    query, the columns of its own exemplars. Rows are read one block at a time. A float64
+    file is compared in float64 (float32 would round scores 1e-12 apart into ties); float16
+    and float32 in float32, which holds every float16 value exactly.
     """
+    work = np.float64 if matrix.dtype == np.float64 else np.float32
     index, n = _padded_exemplars(exemplar_columns)
-    ex_scores = torch.empty(index.shape, dtype=torch.float32)
+    ex_scores = torch.empty(
+        index.shape, dtype=torch.float64 if work is np.float64 else torch.float32
+    )
     for start in range(0, matrix.shape[0], QUERY_BLOCK):
-        block = torch.from_numpy(np.array(matrix[start : start + QUERY_BLOCK], np.float32))
+        block = torch.from_numpy(np.array(matrix[start : start + QUERY_BLOCK], work))
         rows = slice(start, start + QUERY_BLOCK)
         ex_scores[rows] = torch.gather(block, 1, index[rows])
     acc = _Accumulator(ex_scores, n, top_n)
@@ -306,7 +394,7 @@ def score_dense(
             rows = slice(start, start + QUERY_BLOCK)
             for c0 in range(0, n_distractors, DISTRACTOR_CHUNK):
                 c1 = min(c0 + DISTRACTOR_CHUNK, n_distractors)
-                tile = torch.from_numpy(np.array(matrix[rows, c0:c1], dtype=np.float32))
+                tile = torch.from_numpy(np.array(matrix[rows, c0:c1], dtype=work))
                 acc.update(rows, tile, c0)
             if progress:
                 progress(min(QUERY_BLOCK, matrix.shape[0] - start))

@@ -15,7 +15,6 @@ stored as ``datasets.Image`` structs (encoded bytes), so ``datasets.load_dataset
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +24,10 @@ from typing import Any
 
 from benchmark.errors import BenchmarkError
 from benchmark.fileio import read_json, sha256_file, sha256_text, write_json, write_text_atomic
+from benchmark.integrity import TABLES, listed_files, reading_shard, verify_files
 from benchmark.schemas import validate
 from benchmark.types import CustomModel, Part, PromptType, Query
 
-TABLES = ("models", "queries", "exemplars", "distractors")
 MANIFEST = "manifest.json"
 HF_SPLIT = "full"  # the single split name of every config in the dataset card
 
@@ -110,11 +109,18 @@ class Benchmark:
 
         id_col = "query_id" if table == "queries" else "image_id"
         for entry in self.manifest["tables"][table]["files"]:
-            pf = pq.ParquetFile(self.root / entry["path"])
+            path = self.root / entry["path"]
+            with reading_shard(path, table):
+                pf = pq.ParquetFile(path)
+                batches = pf.iter_batches(batch_size=block_size, columns=[id_col, "image"])
             row = 0
-            for batch in pf.iter_batches(batch_size=block_size, columns=[id_col, "image"]):
-                ids = batch.column(0).to_pylist()
-                images = batch.column(1).field("bytes").to_pylist()
+            while True:
+                with reading_shard(path, table):
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
+                    ids = batch.column(0).to_pylist()
+                    images = batch.column(1).field("bytes").to_pylist()
                 start = row
                 row += len(ids)
                 keep = [i for i, x in enumerate(ids) if wanted is None or x in wanted]
@@ -137,8 +143,9 @@ class Benchmark:
 def load_benchmark(root: str | Path, verify: bool = True) -> Benchmark:
     """Load a benchmark folder after checking its manifest schema and shard hashes.
 
-    Hashes are re-computed for shards whose (size, mtime) changed since the last successful
-    check on this machine; ``verify_benchmark`` always re-hashes everything.
+    Hashes are re-computed for shards whose stamp (path, size, mtime, inode, ctime; see
+    ``benchmark.integrity.stamp_token``) changed since the last successful check on this
+    machine; ``verify_benchmark`` always re-hashes everything, artifacts included.
     """
     root = Path(root)
     if root.is_file() and root.name == MANIFEST:
@@ -155,7 +162,12 @@ def load_benchmark(root: str | Path, verify: bool = True) -> Benchmark:
     validate(manifest, "manifest", manifest_path)
     if verify:
         _verify_shards(root, manifest, use_stamps=True)
-    return _read_metadata(root, manifest, sha256_file(manifest_path))
+    bench = _read_metadata(root, manifest, sha256_file(manifest_path))
+    if "folder" in manifest:  # images in a source folder (benchmark/folder_benchmark.py)
+        from benchmark.folder_benchmark import as_folder_benchmark
+
+        return as_folder_benchmark(bench)
+    return bench
 
 
 def verify_benchmark(root: str | Path) -> dict[str, int]:
@@ -163,20 +175,7 @@ def verify_benchmark(root: str | Path) -> dict[str, int]:
     root = Path(root)
     manifest = read_json(root / MANIFEST, "manifest")
     validate(manifest, "manifest", root / MANIFEST)
-    _verify_shards(root, manifest, use_stamps=False)
-    for entry in manifest.get("artifacts", []):
-        path = root / entry["path"]
-        if not path.is_file():
-            raise BenchmarkError(
-                path, "artifacts", "file listed in the manifest is missing", "re-download it"
-            )
-        if path.stat().st_size != entry["num_bytes"] or sha256_file(path) != entry["sha256"]:
-            raise BenchmarkError(
-                path,
-                "artifacts",
-                "sha256 does not match the manifest (the file is corrupt or was changed)",
-                "re-download it; published benchmark versions never change",
-            )
+    verify_files(root, listed_files(manifest), cache_root() / "verified", trust_stamps=False)
     bench = _read_metadata(root, manifest, sha256_file(root / MANIFEST))
     return {
         "models": len(bench.models),
@@ -189,39 +188,17 @@ def verify_benchmark(root: str | Path) -> dict[str, int]:
 
 def _verify_shards(root: Path, manifest: dict[str, Any], use_stamps: bool) -> None:
     stamps = cache_root() / "verified"
-    for table in TABLES:
-        for entry in manifest["tables"][table]["files"]:
-            path = root / entry["path"]
-            if not path.is_file():
-                raise BenchmarkError(
-                    path,
-                    f"tables.{table}",
-                    "shard listed in the manifest is missing",
-                    "re-download the benchmark or run `attrib-bench splits verify`",
-                )
-            st = path.stat()
-            stamp = stamps / f"{entry['sha256']}.stamp"
-            token = f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n"
-            if use_stamps and stamp.is_file() and stamp.read_text() == token:
-                continue
-            if st.st_size != entry["num_bytes"] or sha256_file(path) != entry["sha256"]:
-                raise BenchmarkError(
-                    path,
-                    f"tables.{table}",
-                    "sha256 does not match the manifest (the shard is corrupt or was changed)",
-                    "re-download this shard; published benchmark versions never change",
-                )
-            with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash
-                write_text_atomic(stamp, token)
+    verify_files(root, listed_files(manifest, shards_only=True), stamps, trust_stamps=use_stamps)
 
 
 def _read_table(root: Path, manifest: dict[str, Any], table: str, columns: list[str]):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = [
-        pq.read_table(root / f["path"], columns=columns) for f in manifest["tables"][table]["files"]
-    ]
+    parts = []
+    for f in manifest["tables"][table]["files"]:
+        with reading_shard(root / f["path"], table):
+            parts.append(pq.read_table(root / f["path"], columns=columns))
     return pa.concat_tables(parts).to_pydict()
 
 

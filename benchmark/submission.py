@@ -3,13 +3,18 @@
 Three kinds enter the pipeline at different points:
 
 - ``extractor``: a Python class (see :class:`benchmark.extractors.FeatureExtractor`); the
-  harness extracts and caches features. Its code runs in this process: review it first.
+  harness extracts and caches features. Submitted code never runs in the harness's process:
+  :mod:`benchmark.sandbox` runs it in a child with no network, a read-only view of the files
+  (only its scratch folder is writable), and time and memory limits; the harness checks
+  what comes back and alone writes the cache and results. Only built-in catalog baselines
+  (:func:`is_builtin`) are loaded in-process. A maintainer still reviews what the sandbox
+  cannot judge: whether the features are honestly computed (see submissions/README.md).
 - ``features``: query and candidate feature arrays (``.npy`` or ``.safetensors``), rows in
   the order of an ``ids`` file or, by default, of ``attrib-bench export``.
-- ``similarity``: ``dense`` (a [queries x candidates] matrix in export order, float16/32,
-  memory-mapped) or ``topk`` (a safetensors file with ``indices`` int64 [Q, K] into
-  ``candidates.txt``, ``scores`` [Q, K], and ``positive_scores`` [P] aligned with the rows of
-  ``positives.tsv``), K >= 100.
+- ``similarity``: ``dense`` (a [queries x candidates] matrix in export order, float16/32/64,
+  memory-mapped; float64 is scored in float64) or ``topk`` (a safetensors file with
+  ``indices`` int64 [Q, K] into ``candidates.txt``, ``scores`` [Q, K], and
+  ``positive_scores`` [P] aligned with the rows of ``positives.tsv``), K >= 100.
 
 Nothing is ever unpickled; every array's header is checked before data is read.
 """
@@ -33,10 +38,16 @@ from benchmark.fileio import open_array, read_id_list, sha256_file
 from benchmark.metrics import RECALL_KS
 from benchmark.schemas import validate
 from benchmark.splits import Benchmark
+from benchmark.strict_yaml import YamlRefused, load_strict_yaml
 
 CONFIG = "submission.yaml"
 MIN_TOPK = max(RECALL_KS)
-_FINITE_CHUNK = 1 << 16  # rows per NaN/inf check, to bound memory on huge files
+#: submission.yaml is a short config: anything larger is refused before it is parsed.
+MAX_CONFIG_BYTES = 64 << 10
+_SCAN_ELEMENTS = 1 << 22  # values per NaN/inf/zero-row scan step, to bound memory on huge files
+#: Array dtypes scored: float16/32 in float32 (exact), float64 in float64 (dense) or
+#: float32 (features); anything wider would be rounded silently, so it is refused.
+FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,23 @@ def load_submission(path: str | Path) -> Submission:
             "pass a folder holding submission.yaml (see submissions/README.md)",
         )
     try:
-        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        with open(cfg_path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # the cap holds before anything is parsed
+    except OSError as exc:
+        raise SubmissionError(
+            cfg_path, None, f"cannot read it ({exc.strerror})", "check the permissions"
+        ) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise SubmissionError(
+            cfg_path,
+            None,
+            f"larger than {MAX_CONFIG_BYTES >> 10} KiB",
+            "keep submission.yaml a short config; put data in files next to it",
+        )
+    try:
+        config = load_strict_yaml(data.decode("utf-8"))
+    except YamlRefused as exc:
+        raise SubmissionError(cfg_path, exc.field, exc.problem, exc.fix) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         problem = str(exc).splitlines()[0]
         raise SubmissionError(
@@ -148,6 +175,14 @@ def check_benchmark(sub: Submission, bench: Benchmark) -> None:
 
 # --------------------------------------------------------------------------------------------
 # extractor
+
+
+def is_builtin(sub: Submission) -> bool:
+    """A catalog baseline built by ``baselines.models.baseline_submission`` (harness code and
+    pinned weights, identified by their hashes), never a folder read from submission.yaml:
+    those always run sandboxed, module entries included."""
+    entry = (sub.config.get("extractor") or {}).get("entry")
+    return sub.hashes is not None and entry == "baselines.models:load_baseline"
 
 
 def _import_module(sub: Submission, name: str):
@@ -284,21 +319,41 @@ def _row_order(
     return np.array([position[i] for i in expected], dtype=np.int64)
 
 
-def check_finite(array: np.ndarray, path: Path, field: str) -> None:
-    """Refuse NaN/inf, reading the (possibly memory-mapped) array one chunk at a time."""
-    for start in range(0, array.shape[0], _FINITE_CHUNK):
-        block = np.asarray(array[start : start + _FINITE_CHUNK])
-        ok = np.isfinite(block).reshape(len(block), -1).all(axis=1)
-        if not ok.all():
+def row_peaks(array: np.ndarray, path: Path, field: str) -> np.ndarray:
+    """Largest absolute value of each row (float64), refusing NaN and inf.
+
+    Reads the (possibly memory-mapped) array a bounded number of values at a time, with
+    max/min reductions only (no temporary copy of a block), so a huge dense file costs no
+    memory beyond its page cache.
+    """
+    n = array.shape[0]
+    width = int(np.prod(array.shape[1:], dtype=np.int64))
+    peaks = np.zeros(n, np.float64)
+    if n == 0 or width == 0:
+        return peaks
+    step = max(1, _SCAN_ELEMENTS // width)
+    for start in range(0, n, step):
+        block = np.asarray(array[start : start + step]).reshape(-1, width)
+        peak = np.maximum(block.max(axis=1), -block.min(axis=1)).astype(np.float64)
+        bad = ~np.isfinite(peak)
+        if bad.any():
             raise SubmissionError(
                 path,
                 field,
-                f"NaN or inf values (first in row {start + int(np.argmin(ok))})",
+                f"NaN or inf values (first in row {start + int(np.argmax(bad))})",
                 "replace non-finite values before submitting",
             )
+        peaks[start : start + len(block)] = peak
+    return peaks
 
 
-def _float_matrix(sub: Submission, field: str, rel: str) -> tuple[np.ndarray, Path]:
+def check_finite(array: np.ndarray, path: Path, field: str) -> None:
+    """Refuse NaN/inf, reading the (possibly memory-mapped) array one chunk at a time."""
+    row_peaks(array, path, field)
+
+
+def _float_matrix(sub: Submission, field: str, rel: str) -> tuple[np.ndarray, Path, np.ndarray]:
+    """A 2-D float array with its rows' largest absolute values (finite, checked)."""
     path = sub.path(rel, f"{field}.file")
     array = open_array(path, f"{field}.file")
     if array.ndim != 2 or array.shape[1] == 0:
@@ -308,15 +363,49 @@ def _float_matrix(sub: Submission, field: str, rel: str) -> tuple[np.ndarray, Pa
             f"expected a 2-D [rows, dim] array, got shape {array.shape}",
             "save a [num_ids, dim] matrix",
         )
-    if array.dtype.kind != "f":
+    if array.dtype.name not in FLOAT_DTYPES:
         raise SubmissionError(
             path,
             f"{field}.file",
-            f"dtype {array.dtype} is not floating point",
-            "save float16 or float32",
+            f"dtype {array.dtype} is not float16, float32 or float64",
+            "save float16, float32 or float64",
         )
-    check_finite(array, path, f"{field}.file")
-    return array, path
+    return array, path, row_peaks(array, path, f"{field}.file")
+
+
+def _check_feature_rows(
+    array: np.ndarray,
+    peaks: np.ndarray,
+    rows: np.ndarray,
+    ids: tuple[str, ...],
+    path: Path,
+    field: str,
+) -> None:
+    """Every scored row must have a direction and fit the float32 scorer.
+
+    A zero row has no cosine with anything, so its ranks would be arbitrary. Feature scores
+    are computed in float32 after each row is divided by its largest value, so a nonzero
+    float16/32 row is fine at any scale; a float64 row whose largest value lies outside
+    float32's normal range would become inf or lose its digits in the cast, and is refused.
+    """
+    used = peaks[rows]
+    bad = used == 0
+    if array.dtype == np.float64:
+        f32 = np.finfo(np.float32)
+        bad |= (used > float(f32.max)) | (used < float(f32.smallest_normal))
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    if used[i] == 0:
+        problem = f"the row of {ids[i]!r} is all zeros (a zero vector has no direction to rank by)"
+        fix = "give every id a nonzero feature vector"
+    else:
+        problem = (
+            f"the row of {ids[i]!r} has largest value {used[i]:.3g}, outside float32's range, "
+            "which scoring uses"
+        )
+        fix = "rescale that row (cosine similarity does not change) or save float32"
+    raise SubmissionError(path, f"{field}.file", problem, fix)
 
 
 @dataclass(frozen=True)
@@ -331,8 +420,8 @@ class FeatureArrays:
 
 def load_features(sub: Submission, bench: Benchmark) -> FeatureArrays:
     spec = sub.config["features"]
-    q, q_path = _float_matrix(sub, "features.queries", spec["queries"]["file"])
-    c, c_path = _float_matrix(sub, "features.candidates", spec["candidates"]["file"])
+    q, q_path, q_peaks = _float_matrix(sub, "features.queries", spec["queries"]["file"])
+    c, c_path, c_peaks = _float_matrix(sub, "features.candidates", spec["candidates"]["file"])
     if q.shape[1] != c.shape[1]:
         raise SubmissionError(
             c_path,
@@ -340,13 +429,9 @@ def load_features(sub: Submission, bench: Benchmark) -> FeatureArrays:
             f"dim {c.shape[1]} differs from the queries' dim {q.shape[1]}",
             "use one feature space",
         )
+    query_ids = tuple(x.query_id for x in bench.evaluated_queries)
     q_rows = _row_order(
-        sub,
-        "features.queries",
-        spec["queries"].get("ids"),
-        q.shape[0],
-        tuple(x.query_id for x in bench.evaluated_queries),
-        q_path,
+        sub, "features.queries", spec["queries"].get("ids"), q.shape[0], query_ids, q_path
     )
     c_rows = _row_order(
         sub,
@@ -356,6 +441,8 @@ def load_features(sub: Submission, bench: Benchmark) -> FeatureArrays:
         bench.candidate_ids,
         c_path,
     )
+    _check_feature_rows(q, q_peaks, q_rows, query_ids, q_path, "features.queries")
+    _check_feature_rows(c, c_peaks, c_rows, bench.candidate_ids, c_path, "features.candidates")
     return FeatureArrays(q, q_rows, c, c_rows)
 
 
@@ -365,7 +452,7 @@ def load_features(sub: Submission, bench: Benchmark) -> FeatureArrays:
 
 def load_dense(sub: Submission, bench: Benchmark) -> np.ndarray:
     rel = sub.config["similarity"]["file"]
-    matrix, path = _float_matrix(sub, "similarity", rel)
+    matrix, path, _ = _float_matrix(sub, "similarity", rel)
     expected = (len(bench.evaluated_queries), len(bench.candidate_ids))
     if matrix.shape != expected:
         raise SubmissionError(
@@ -405,7 +492,7 @@ def load_topk(sub: Submission, bench: Benchmark) -> TopK:
             f"shape {idx.shape} {idx.dtype}, expected int [{n_q}, K]",
             "one row per query in queries.tsv",
         )
-    if scores.shape != idx.shape or scores.dtype.kind != "f":
+    if scores.shape != idx.shape or scores.dtype.name not in FLOAT_DTYPES:
         raise SubmissionError(
             path,
             "similarity.scores",
@@ -439,7 +526,7 @@ def load_topk(sub: Submission, bench: Benchmark) -> TopK:
         )
     check_finite(scores, path, "similarity.scores")
     pairs = list(bench.positives())
-    if pos.ndim != 1 or pos.shape[0] != len(pairs) or pos.dtype.kind != "f":
+    if pos.ndim != 1 or pos.shape[0] != len(pairs) or pos.dtype.name not in FLOAT_DTYPES:
         raise SubmissionError(
             path,
             "similarity.positive_scores",

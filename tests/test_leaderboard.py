@@ -64,10 +64,14 @@ def test_verify_marks_a_reproduced_entry_and_the_badge_follows_the_file(store, t
     assert record["max_abs_metric_difference"] == 0.0
     marked = {e.name: e.verified is not None for e in lb.read_store(store)}
     assert marked == {"example-extractor": False, "pixels": True, "random": False}
-    # Editing the stored result (any stable field) drops its badge.
+    # The stored file is now the re-run itself, and the record binds its bytes.
+    [entry] = [e for e in lb.read_store(store) if e.name == "pixels"]
+    assert entry.result == fresh and entry.verified["file_sha256"] == entry.file_sha256
+    # Replacing the stored result (needs replace=True) drops its badge.
     tampered = copy.deepcopy(results["pixels"])
-    tampered["metrics"][0]["metrics"]["mAP"]["value"] += 0.01
-    store_result(store / lb.RESULTS_DIR, tampered)
+    mAP = tampered["metrics"][0]["metrics"]["mAP"]
+    mAP["value"] = mAP["ci_high"]
+    store_result(store / lb.RESULTS_DIR, tampered, replace=True)
     assert not any(e.verified for e in lb.read_store(store))
     # ...and the tampered entry does not verify: the honest re-run disagrees with it.
     with pytest.raises(ResultError, match="does not reproduce"):
@@ -223,12 +227,13 @@ def test_push_merges_by_key_and_never_drops_an_entry(store, tmp_path, results, t
 def test_push_refuses_other_versions_and_other_files_under_a_key(store, tmp_path, results):
     hub = FakeHub(tmp_path)
     lb.push(lb.plan_push(store, "org/board", hub), hub)
-    other = tmp_path / "other"
-    newer = copy.deepcopy(results["pixels"])
-    newer["benchmark"]["version"] = "9.9.9"
-    store_result(other / lb.RESULTS_DIR, newer)
-    with pytest.raises(AttribBenchError, match=r"the Hub leaderboard is for abc-tiny@.*9\.9\.9"):
-        lb.plan_push(other, "org/board", hub)
+    other_board = json.loads(hub.files["leaderboard.json"])
+    other_board["benchmark"] = "abc-tiny@9.9.9"
+    real_index = hub.files["leaderboard.json"]
+    hub.files["leaderboard.json"] = json.dumps(other_board).encode()
+    with pytest.raises(AttribBenchError, match=r"the Hub leaderboard is for abc-tiny@9\.9\.9"):
+        lb.plan_push(store, "org/board", hub)
+    hub.files["leaderboard.json"] = real_index
 
     impostor_store = tmp_path / "impostor"
     impostor = copy.deepcopy(results["pixels"])

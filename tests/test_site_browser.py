@@ -145,3 +145,38 @@ def test_site_loads_sorts_and_filters_in_chromium(browser, site):
     assert {r["submission"] for r in rows(browser)} == {"pixels"}
     errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     assert errors == [], errors
+
+
+def test_hostile_strings_render_as_text_in_chromium(browser, site, tmp_path):
+    """An entry whose every string carries HTML, script and attribute payloads (built as a
+    dict, skipping validation) shows them as literal text; none runs, none becomes markup."""
+    from tests.test_hostile_pages import SCRIPT, TEMPLATE, hostile_entry, hostile_result
+
+    evil = hostile_result(1)
+    hunt = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    evil["submission"]["name"] += hunt
+    for cell in evil["metrics"]:
+        cell["test_case"] += hunt
+    page = tmp_path / "index.html"
+    entries = [*lb.read_store(site.parents[1]), hostile_entry(evil)]
+    page.write_text(lb.render_site(entries), encoding="utf-8")
+    browser.get(page.as_uri())
+    bench = f"{evil['benchmark']['name']}@{evil['benchmark']['version']}"
+    browser.execute_script(  # choose the hostile benchmark (its name breaks CSS selectors)
+        "const s = document.getElementById('benchmark'); s.value = arguments[0];"
+        "s.dispatchEvent(new Event('change'));",
+        bench,
+    )
+    assert browser.execute_script("return document.getElementById('benchmark').value") == bench
+    shown = browser.find_elements("css selector", "#rows tr")
+    assert len(shown) == len(evil["metrics"])
+    for tr in shown:
+        tds = tr.find_elements("css selector", "td")
+        assert tds[0].text.split() == evil["submission"]["name"].split()  # as text
+        assert TEMPLATE in tds[2].text and SCRIPT in tds[2].text and "onerror" in tds[2].text
+        href = tds[0].find_element("tag name", "a").get_attribute("href")
+        assert href.startswith(tmp_path.as_uri() + "/reports/"), href
+    assert browser.find_elements("css selector", "img, #rows script, [onerror]") == []
+    assert browser.execute_script("return window.pwned === undefined")
+    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == [], errors

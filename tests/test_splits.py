@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,112 @@ def test_cli_splits_verify(tiny, tmp_path):
     bad = CliRunner().invoke(main, ["splits", "verify", str(root)])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert bad.stderr.startswith("error: ") and "sha256 does not match" in bad.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# splits push publishes everything the manifest lists (issue 9, item 9)
+
+
+class InMemoryHub:
+    """The HfApi calls `splits push` makes, kept in memory (the network boundary only)."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.tags: dict[str, str] = {}
+
+    def create_repo(self, repo_id, repo_type=None, exist_ok=False):
+        assert repo_type == "dataset"
+
+    def create_commit(self, repo_id, operations, repo_type, create_pr, commit_message):
+        from types import SimpleNamespace
+
+        for op in operations:
+            src = op.path_or_fileobj
+            self.files[op.path_in_repo] = src if isinstance(src, bytes) else Path(src).read_bytes()
+        return SimpleNamespace(oid="c0ffee", commit_url="https://hub.invalid/commit", pr_url=None)
+
+    def create_tag(self, repo_id, tag, repo_type, revision):
+        self.tags[tag] = revision
+
+    def download(self, dest: Path) -> Path:
+        for rel, data in self.files.items():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_bytes(data)
+        return dest
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def benchmark_with_artifacts(root: Path):
+    """A one-model benchmark whose manifest pins a base model and a delta, as AbC-mini's does."""
+    from benchmark.splits import write_benchmark
+    from benchmark.types import CustomModel, PromptType, Query
+
+    (root / "base").mkdir(parents=True)
+    (root / "base" / "unet.safetensors").write_bytes(b"base model weights" * 100)
+    (root / "deltas").mkdir()
+    (root / "deltas" / "object-seen-000.safetensors").write_bytes(b"delta weights")
+    (root / "notes.txt").write_text("a stray file that is not part of the benchmark")
+    model = CustomModel("object-seen-000", Part.OBJECT_SEEN, "turtle", ("ex0",))
+    query = Query("q0", model.model_id, model.part, "<new1> turtle", PromptType.GPT, 1, "ddim")
+    return write_benchmark(
+        root,
+        name="with-artifacts",
+        version="0.1.0",
+        description="test",
+        license="MIT",
+        models=[model],
+        queries=[(query, _png((1, 2, 3)))],
+        exemplars=[("ex0", _png((4, 5, 6)))],
+        distractors=[("d0", "a cat", _png((7, 8, 9))), ("d1", "a dog", _png((9, 8, 7)))],
+        artifacts=["base/unet.safetensors", "deltas/object-seen-000.safetensors"],
+    )
+
+
+def test_push_publishes_artifacts_and_the_download_verifies(tmp_path):
+    from benchmark.integrity import listed_files
+    from benchmark.publish import push_benchmark
+
+    bench = benchmark_with_artifacts(tmp_path / "src")
+    hub = InMemoryHub()
+    push_benchmark(bench.root, "org/with-artifacts", api=hub)
+    listed = {f.path for f in listed_files(bench.manifest)}
+    assert {"base/unet.safetensors", "deltas/object-seen-000.safetensors"} <= listed
+    assert set(hub.files) == {"manifest.json", "README.md"} | listed  # no stray files
+    assert hub.tags == {"v0.1.0": "c0ffee"}
+    downloaded = hub.download(tmp_path / "downloaded")
+    counts = verify_benchmark(downloaded)
+    assert counts["artifacts"] == 2 and counts["distractors"] == 2
+    assert load_benchmark(downloaded).manifest_sha256 == bench.manifest_sha256
+    # verify really checks the artifacts: without one, the download fails it.
+    (downloaded / "deltas" / "object-seen-000.safetensors").unlink()
+    with pytest.raises(BenchmarkError, match="missing") as err:
+        verify_benchmark(downloaded)
+    assert "artifacts" in str(err.value)
+
+
+def test_splits_stamp_survives_nothing_but_an_untouched_file(tiny, tmp_path):
+    """A shard rewritten with its size and mtime restored is re-hashed, not trusted."""
+    import os
+    import time
+
+    root = copy_of(tiny, tmp_path)
+    load_benchmark(root)
+    shard = root / tiny.manifest["tables"]["distractors"]["files"][0]["path"]
+    st = shard.stat()
+    time.sleep(0.05)  # past the kernel's coarse timestamp tick, so the ctime must move
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (shard.stat().st_size, shard.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    with pytest.raises(BenchmarkError, match="sha256 does not match"):
+        load_benchmark(root)

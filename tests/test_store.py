@@ -27,7 +27,9 @@ def test_store_writes_deterministic_gzip_that_loads_back(result, tmp_path):
     )
     first = path.read_bytes()
     assert load_result(path) == result
-    store_result(tmp_path, result)  # the same files again: the entry is updated in place
+    with pytest.raises(ResultError, match=r"made from the same files exists.*--replace"):
+        store_result(tmp_path, result)  # never replaced silently, whatever its hashes
+    store_result(tmp_path, result, replace=True)
     assert path.read_bytes() == first
 
 

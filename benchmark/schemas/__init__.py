@@ -10,7 +10,7 @@ from typing import Any
 from benchmark.errors import AttribBenchError
 
 _HERE = Path(__file__).parent
-SCHEMAS = ("manifest", "submission", "result")
+SCHEMAS = ("manifest", "submission", "result", "verified")
 
 
 @cache
@@ -28,9 +28,13 @@ def validate(obj: Any, name: str, source: str | Path | None) -> None:
     if errors:
         err = errors[0]
         field = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        # The message quotes the offending value: cut it so a huge string stays one short line.
+        message = err.message
+        if len(message) > 300:
+            message = f"{message[:120]} ... {message[-120:]}"
         raise AttribBenchError(
             source,
-            field,
-            f"fails the {name} schema: {err.message}",
+            field[:200],
+            f"fails the {name} schema: {message}",
             f"see benchmark/schemas/{name}.schema.json",
         )

@@ -20,5 +20,8 @@ class TinyPixels:
         return data.to(torch.float32).div_(255.0)
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
-        # Centring each image makes cosine similarity compare layouts, not brightness.
-        return batch - batch.mean(dim=1, keepdim=True)
+        # Centring each image makes cosine similarity compare layouts, not brightness. A flat
+        # image centres to zero, which has no direction (the harness refuses zero vectors):
+        # a small constant component gives every image one.
+        centred = batch - batch.mean(dim=1, keepdim=True)
+        return torch.cat([centred, torch.full((len(batch), 1), 1e-3, device=batch.device)], dim=1)
