@@ -291,7 +291,7 @@ def train_heads(
 def fit_val_calibrator(data: TrainData, heads: Heads, top_n: int) -> dict[str, float]:
     """AbC's calibrator on the val queries under ``heads`` (as ``evaluate`` fits it)."""
     from benchmark.calibration import fit_calibrator
-    from benchmark.evaluate import candidate_sets
+    from benchmark.evaluation import candidate_sets
 
     counts = val_counts(data, heads, top_n=top_n)
     return fit_calibrator(*candidate_sets(counts, np.arange(len(data.val_queries)))).to_dict()

@@ -281,8 +281,8 @@ def evaluate(
     sandbox=None,
 ):
     """Score a submission or a baseline; write result.json and print a table."""
-    from benchmark.evaluate import EvalConfig, RunOptions
-    from benchmark.evaluate import evaluate as run
+    from benchmark.evaluation import EvalConfig, RunOptions
+    from benchmark.evaluation import evaluate as run
     from benchmark.results import store_result, stored_result_path, write_result
     from benchmark.types import TiePolicy
 
@@ -332,8 +332,8 @@ def evaluate(
 @_sandbox_options
 def selfcheck(path, benchmark, sandbox=None):
     """Check a submission end to end on a small benchmark before the real run."""
-    from benchmark.evaluate import EvalConfig, RunOptions
-    from benchmark.evaluate import evaluate as run
+    from benchmark.evaluation import EvalConfig, RunOptions
+    from benchmark.evaluation import evaluate as run
     from benchmark.submission import load_submission
 
     sub = load_submission(path)
@@ -887,7 +887,7 @@ def baselines_calibrate(name, benchmark, weights, out):
     from baselines.catalog import calibrator_path, split_name
     from baselines.models import baseline_submission, load_baseline
     from benchmark.benchmarks import resolve_benchmark
-    from benchmark.evaluate import EvalConfig, RunOptions, calibrate, rank_counts
+    from benchmark.evaluation import EvalConfig, RunOptions, calibrate, rank_counts
     from benchmark.fileio import write_json
 
     if split_name(name)[1] is not None:
@@ -979,8 +979,8 @@ def leaderboard_add(result_file, root, replace):
 def leaderboard_verify(submission, baseline, weights, benchmark, root, sandbox=None):
     """Re-run an entry with the canonical settings; if it reproduces the submitted metrics,
     the re-run replaces the stored file and is marked verified, else nothing changes."""
-    from benchmark.evaluate import EvalConfig, RunOptions
-    from benchmark.evaluate import evaluate as run
+    from benchmark.evaluation import EvalConfig, RunOptions
+    from benchmark.evaluation import evaluate as run
     from benchmark.leaderboard import verify
     from benchmark.submission import load_submission
     from benchmark.verification import stored_entry

@@ -160,7 +160,7 @@ def check_values(result: dict[str, Any], source: str | Path | None = None) -> No
 
 def check_canonical(settings: Any, source: str | Path | None, field: str = "settings") -> None:
     """Refuse settings other than ``EvalConfig.canonical()``'s."""
-    from benchmark.evaluate import EvalConfig
+    from benchmark.evaluation import EvalConfig
 
     problem = EvalConfig.canonical_difference(settings)
     if problem is not None:

@@ -15,7 +15,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from benchmark.benchmarks import resolve_benchmark
-from benchmark.evaluate import RunOptions, extract_features
+from benchmark.evaluation import RunOptions, extract_features
 from benchmark.export import dense_scores, topk_file_tensors
 from benchmark.submission import load_submission
 

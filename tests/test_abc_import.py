@@ -23,7 +23,7 @@ from benchmark.abc_features import import_abc_features
 from benchmark.abc_import import import_abc, parse_test_cases
 from benchmark.cli import main
 from benchmark.errors import AttribBenchError
-from benchmark.evaluate import EvalConfig, RunOptions, evaluate
+from benchmark.evaluation import EvalConfig, RunOptions, evaluate
 from benchmark.folder_benchmark import FolderBenchmark, verify_files
 from benchmark.splits import load_benchmark
 from benchmark.types import Part

@@ -46,7 +46,7 @@ def test_sizes_support_confidence_intervals(mini):
 def test_default_run_and_no_weight_features_beat_chance(mini):
     """The README's main job, through the API: chance is chance, pixels are above it."""
     from baselines.models import baseline_submission
-    from benchmark.evaluate import RunOptions, evaluate
+    from benchmark.evaluation import RunOptions, evaluate
 
     quiet = RunOptions(progress=False, cache=False)
     example = evaluate(SHIPPED.parent / "submissions" / "example_extractor", options=quiet)

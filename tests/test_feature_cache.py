@@ -18,7 +18,7 @@ from test_bad_input import assert_user_error, evaluate_args, invoke
 
 from benchmark import features as feat
 from benchmark import sandbox
-from benchmark.evaluate import RunOptions, evaluate
+from benchmark.evaluation import RunOptions, evaluate
 from benchmark.submission import load_submission
 
 SUBMISSIONS = Path(__file__).resolve().parents[1] / "submissions"

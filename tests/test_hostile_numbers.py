@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 from benchmark import scoring, stats
 from benchmark.cli import main
 from benchmark.errors import AttribBenchError, BenchmarkError
-from benchmark.evaluate import EvalConfig, RunOptions, evaluate
+from benchmark.evaluation import EvalConfig, RunOptions, evaluate
 from benchmark.splits import load_benchmark
 from benchmark.submission import MAX_CONFIG_BYTES, load_submission
 

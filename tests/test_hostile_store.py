@@ -24,7 +24,7 @@ from benchmark import leaderboard as lb
 from benchmark import store
 from benchmark.cli import main
 from benchmark.errors import AttribBenchError
-from benchmark.evaluate import RunOptions, evaluate
+from benchmark.evaluation import RunOptions, evaluate
 from benchmark.fileio import MAX_JSON_BYTES, sha256_file
 from benchmark.results import load_result, write_result
 from benchmark.schemas import validate

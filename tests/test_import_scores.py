@@ -24,7 +24,7 @@ from test_abc_import import CASES, N_LAION, build_miniature
 from benchmark.abc_import import import_abc
 from benchmark.cli import main
 from benchmark.errors import AttribBenchError
-from benchmark.evaluate import EvalConfig, RunOptions, evaluate
+from benchmark.evaluation import EvalConfig, RunOptions, evaluate
 from benchmark.export import dense_scores
 from benchmark.fileio import sha256_file
 from benchmark.folder_benchmark import FolderBenchmark

@@ -15,7 +15,7 @@ from baselines.models import baseline_submission
 from benchmark import leaderboard as lb
 from benchmark.cli import main
 from benchmark.errors import AttribBenchError, ResultError
-from benchmark.evaluate import EvalConfig, RunOptions, evaluate
+from benchmark.evaluation import EvalConfig, RunOptions, evaluate
 from benchmark.fileio import read_json
 from benchmark.report import top_candidates, write_report
 from benchmark.results import load_result, store_result

@@ -16,7 +16,7 @@ import pytest
 
 from baselines.models import baseline_submission
 from benchmark import leaderboard as lb
-from benchmark.evaluate import RunOptions, evaluate
+from benchmark.evaluation import RunOptions, evaluate
 from benchmark.results import store_result
 from tests.conftest import SUBMISSIONS
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from benchmark.cli import main
 from benchmark.errors import AttribBenchError, ResultError
-from benchmark.evaluate import RunOptions, evaluate
+from benchmark.evaluation import RunOptions, evaluate
 from benchmark.results import load_result, store_result, stored_result_path
 from tests.conftest import SUBMISSIONS
 

@@ -15,7 +15,7 @@ from baselines.noweight import Pixels
 from baselines.tuned import Heads, TrainData, TuneConfig, train_heads
 from benchmark.cli import main
 from benchmark.errors import AttribBenchError
-from benchmark.evaluate import RunOptions, evaluate
+from benchmark.evaluation import RunOptions, evaluate
 
 QUIET = RunOptions(progress=False)
 

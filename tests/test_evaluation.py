@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from benchmark.evaluate import EvalConfig, RunOptions, evaluate, extract_features
+from benchmark.evaluation import EvalConfig, RunOptions, evaluate, extract_features
 from benchmark.export import dense_scores
 from benchmark.fileio import dumps_json
 from benchmark.results import stable_view
