@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from baselines.models import baseline_submission
-from baselines.noweight import ColorHistogram, Pixels, RandomFeatures
+from baselines.noweight import FLAT_COMPONENT, ColorHistogram, Pixels, RandomFeatures
 from benchmark.errors import SubmissionError
 from benchmark.submission import load_extractor, load_submission
 
@@ -22,11 +22,17 @@ def test_pixels_are_centred_and_see_layout():
     left = np.zeros((32, 32, 3), np.uint8)
     left[:, :16] = 255
     a = f.embed(torch.stack([f.preprocess(Image.fromarray(left)), f.preprocess(solid((9, 9, 9)))]))
-    assert a.shape == (2, 48)
-    assert torch.allclose(a.mean(dim=1), torch.zeros(2), atol=1e-6)
-    assert torch.all(a[1] == 0)  # a flat image has no layout
+    assert a.shape == (2, 49)  # 4 x 4 x 3 centred pixels + the constant component
+    pixels, constant = a[:, :48], a[:, 48]
+    assert torch.allclose(pixels.mean(dim=1), torch.zeros(2), atol=1e-6)
+    assert torch.all(constant == FLAT_COMPONENT)
+    # A flat image has no layout: only the constant component is left, so it still has a
+    # direction (the harness refuses zero vectors) and matches other flat images exactly.
+    assert torch.all(pixels[1] == 0) and a[1].norm() > 0
+    b = f.embed(f.preprocess(solid((120, 120, 120)))[None])
+    assert torch.nn.functional.cosine_similarity(a[1:], b).item() == pytest.approx(1.0)
     # Left half white: the first two columns of each row are above the mean, the rest below.
-    assert a[0].view(4, 4, 3)[:, :2].min() > 0 > a[0].view(4, 4, 3)[:, 2:].max()
+    assert pixels[0].view(4, 4, 3)[:, :2].min() > 0 > pixels[0].view(4, 4, 3)[:, 2:].max()
 
 
 def test_color_histogram_is_the_hellinger_embedding():
