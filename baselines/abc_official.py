@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from baselines.catalog import split_name
-from baselines.tuned import Heads, HeadsFile
+from baselines.heads import Heads, HeadsFile
 from benchmark.calibration import Calibrator
 from benchmark.errors import AttribBenchError
 from benchmark.fileio import sha256_file, sha256_text
-from benchmark.splits import cache_root
+from benchmark.paths import cache_root
 
 OFFICIAL = "abc"
 #: The benchmark name and version ``splits import-abc`` gives the official test set; the

@@ -1,9 +1,10 @@
 """The baseline catalog: one name -> everything needed to rebuild a feature space exactly.
 
-Names follow timm's ``architecture.tag`` style. Each entry records its loader family, the
-architecture, where its weights come from (a Hugging Face Hub file or a URL, with the sha256
-and revision pinned in ``weights.lock.json``), the preprocessing AbC used, the feature dim and
-the weights' license. Nothing here imports torch; ``attrib-bench list baselines`` stays fast.
+Names follow timm's ``architecture.tag`` style. Each entry is a keyword-only value: the
+loader that builds it (a callable, imported on first use), the architecture, where its
+weights come from (a Hugging Face Hub file or a URL, with the sha256 and revision pinned in
+``weights.lock.json``), the preprocessing AbC used, the feature dim and the weights' license.
+Nothing here imports torch; ``attrib-bench list baselines`` stays fast.
 
 Tuned versions are named ``BACKBONE.tuned_BENCHMARK`` (``dino_vitb16.tuned_abc-mini``): the
 backbone's features through two learned linear heads (see :mod:`baselines.tuned`).
@@ -17,18 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import AttribBenchError
+from benchmark.registry import load_target
 
 HERE = Path(__file__).resolve().parent
 LOCK_FILE = HERE / "weights.lock.json"
 CALIBRATOR_DIR = HERE / "calibrators"
 TUNED_SEP = ".tuned_"
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-OPENAI_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+#: Normalization constants, spread into :class:`Preprocess` (``Preprocess(..., **IMAGENET)``).
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+OPENAI_CLIP = {
+    "mean": (0.48145466, 0.4578275, 0.40821073),
+    "std": (0.26862954, 0.26130258, 0.27577711),
+}
+HALF = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preprocess:
     """Resize the shorter side, centre-crop, scale to [0, 1], normalize."""
 
@@ -39,12 +45,17 @@ class Preprocess:
     std: tuple[float, float, float]
 
     def describe(self) -> str:
+        """One line for ``attrib-bench list baselines``.
+
+        >>> Preprocess(resize=256, crop=224, interpolation="bicubic", **IMAGENET).describe()
+        'resize 256 bicubic, crop 224, mean/std imagenet'
+        """
         return f"resize {self.resize} {self.interpolation}, crop {self.crop}, mean/std {self.norm}"
 
     @property
     def norm(self) -> str:
         for name, value in (("imagenet", IMAGENET), ("clip", OPENAI_CLIP), ("0.5", HALF)):
-            if (self.mean, self.std) == value:
+            if (self.mean, self.std) == (value["mean"], value["std"]):
                 return name
         return f"{self.mean}/{self.std}"
 
@@ -63,7 +74,7 @@ class Preprocess:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Weights:
     """Where a checkpoint comes from; pins live in ``weights.lock.json``.
 
@@ -84,10 +95,39 @@ class Weights:
 
 
 @dataclass(frozen=True)
+class Loader:
+    """A ``module:function`` that builds an entry: ``function(spec, weights_path)``.
+
+    A callable value imported on first call, so the catalog stays torch-free. For an entry
+    with weights it returns the network (random weights when the path is None); for an entry
+    without weights, the feature extractor itself (see :mod:`baselines.nets`).
+    """
+
+    target: str
+
+    @property
+    def name(self) -> str:
+        return self.target.rpartition(":")[2]
+
+    def __call__(self, spec: BaselineSpec, path: Path | None) -> Any:
+        return load_target(self.target)(spec, path)
+
+
+TIMM = Loader("baselines.nets:timm")
+MOCO_V3 = Loader("baselines.nets:moco_v3")
+OPEN_CLIP = Loader("baselines.nets:open_clip")
+TORCHSCRIPT = Loader("baselines.nets:torchscript")
+NOWEIGHT = Loader("baselines.nets:noweight")
+
+
+@dataclass(frozen=True, kw_only=True)
 class BaselineSpec:
+    """One catalog entry: everything that rebuilds its feature space (timm's keyword-only
+    pretrained configs are the model)."""
+
     name: str
-    family: str  # timm | open_clip | moco_v3 | torchscript | noweight
-    arch: str
+    loader: Loader
+    arch: str  # the loader's architecture name (for noweight: the extractor class)
     dim: int
     description: str
     license: str
@@ -97,130 +137,142 @@ class BaselineSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def family(self) -> str:
+        """The loader's name (``timm``, ``open_clip``, ...): shown and part of the recipe."""
+        return self.loader.name
+
+    @property
     def needs_weights(self) -> bool:
         return self.weights is not None
 
 
-def _timm(name, arch, repo, pre, dim, desc, in_abc=False, **kwargs) -> BaselineSpec:
-    weights = Weights("model.safetensors", "safetensors", hub_repo=repo)
-    return BaselineSpec(
-        name, "timm", arch, dim, desc, "apache-2.0", pre, weights, in_abc, dict(kwargs)
-    )
+def _hub_safetensors(repo: str) -> Weights:
+    return Weights(filename="model.safetensors", fmt="safetensors", hub_repo=repo)
 
 
 SPECS: tuple[BaselineSpec, ...] = (
     BaselineSpec(
-        "clip_vit_b32.openai",
-        "open_clip",
-        "ViT-B-32-quickgelu",
-        512,
-        "OpenAI CLIP ViT-B/32 image encoder (open_clip), projected embedding",
-        "MIT",
-        Preprocess(224, 224, "bicubic", *OPENAI_CLIP),
-        Weights(
-            "ViT-B-32.pt",
-            "torchscript",
+        name="clip_vit_b32.openai",
+        loader=OPEN_CLIP,
+        arch="ViT-B-32-quickgelu",
+        dim=512,
+        description="OpenAI CLIP ViT-B/32 image encoder (open_clip), projected embedding",
+        license="MIT",
+        preprocess=Preprocess(resize=224, crop=224, interpolation="bicubic", **OPENAI_CLIP),
+        weights=Weights(
+            filename="ViT-B-32.pt",
+            fmt="torchscript",
             url="https://openaipublic.azureedge.net/clip/models/"
             "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
         ),
         in_abc=True,
     ),
-    _timm(
-        "dino_vitb16",
-        "vit_base_patch16_224",
-        "timm/vit_base_patch16_224.dino",
-        Preprocess(256, 224, "bicubic", *IMAGENET),
-        768,
-        "DINO ViT-B/16 (timm), CLS token after the final norm",
+    BaselineSpec(
+        name="dino_vitb16",
+        loader=TIMM,
+        arch="vit_base_patch16_224",
+        dim=768,
+        description="DINO ViT-B/16 (timm), CLS token after the final norm",
+        license="apache-2.0",
+        preprocess=Preprocess(resize=256, crop=224, interpolation="bicubic", **IMAGENET),
+        weights=_hub_safetensors("timm/vit_base_patch16_224.dino"),
         in_abc=True,
     ),
     BaselineSpec(
-        "mocov3_vitb16.300ep",
-        "moco_v3",
-        "vit_base_patch16_224",
-        768,
-        "MoCo v3 ViT-B/16, 300 epochs: the base encoder's CLS token (projection head dropped)",
-        "CC-BY-NC-4.0",
-        Preprocess(256, 224, "bilinear", *IMAGENET),
-        Weights(
-            "vit-b-300ep.pth.tar",
-            "state_dict",
+        name="mocov3_vitb16.300ep",
+        loader=MOCO_V3,
+        arch="vit_base_patch16_224",
+        dim=768,
+        description="MoCo v3 ViT-B/16, 300 epochs: the base encoder's CLS token "
+        "(projection head dropped)",
+        license="CC-BY-NC-4.0",
+        preprocess=Preprocess(resize=256, crop=224, interpolation="bilinear", **IMAGENET),
+        weights=Weights(
+            filename="vit-b-300ep.pth.tar",
+            fmt="state_dict",
             url="https://dl.fbaipublicfiles.com/moco-v3/vit-b-300ep/vit-b-300ep.pth.tar",
         ),
         in_abc=True,
     ),
-    _timm(
-        "vit_base_patch16_384.augreg_in21k_ft_in1k",
-        "vit_base_patch16_384",
-        "timm/vit_base_patch16_384.augreg_in21k_ft_in1k",
-        Preprocess(384, 384, "bicubic", *HALF),
-        768,
-        "ViT-B/16 at 384, AugReg ImageNet-21k pretrained + 1k fine-tuned (timm), pre-logits CLS",
+    BaselineSpec(
+        name="vit_base_patch16_384.augreg_in21k_ft_in1k",
+        loader=TIMM,
+        arch="vit_base_patch16_384",
+        dim=768,
+        description="ViT-B/16 at 384, AugReg ImageNet-21k pretrained + 1k fine-tuned (timm), "
+        "pre-logits CLS",
+        license="apache-2.0",
+        preprocess=Preprocess(resize=384, crop=384, interpolation="bicubic", **HALF),
+        weights=_hub_safetensors("timm/vit_base_patch16_384.augreg_in21k_ft_in1k"),
         in_abc=True,
     ),
     BaselineSpec(
-        "sscd_resnet50.disc_mixup",
-        "torchscript",
-        "sscd_resnet50",
-        512,
-        "SSCD ResNet-50 disc_mixup copy-detection descriptor (TorchScript)",
-        "MIT",
-        Preprocess(288, 288, "bilinear", *IMAGENET),
-        Weights(
-            "sscd_disc_mixup.torchscript.pt",
-            "torchscript",
+        name="sscd_resnet50.disc_mixup",
+        loader=TORCHSCRIPT,
+        arch="sscd_resnet50",
+        dim=512,
+        description="SSCD ResNet-50 disc_mixup copy-detection descriptor (TorchScript)",
+        license="MIT",
+        preprocess=Preprocess(resize=288, crop=288, interpolation="bilinear", **IMAGENET),
+        weights=Weights(
+            filename="sscd_disc_mixup.torchscript.pt",
+            fmt="torchscript",
             url="https://dl.fbaipublicfiles.com/sscd-copy-detection/sscd_disc_mixup.torchscript.pt",
         ),
         in_abc=True,
     ),
-    _timm(
-        "dinov2_vitb14.lvd142m",
-        "vit_base_patch14_dinov2",
-        "timm/vit_base_patch14_dinov2.lvd142m",
-        Preprocess(256, 224, "bicubic", *IMAGENET),
-        768,
-        "DINOv2 ViT-B/14 (timm) at 224 (position embeddings resampled), CLS token",
-        img_size=224,
+    BaselineSpec(
+        name="dinov2_vitb14.lvd142m",
+        loader=TIMM,
+        arch="vit_base_patch14_dinov2",
+        dim=768,
+        description="DINOv2 ViT-B/14 (timm) at 224 (position embeddings resampled), CLS token",
+        license="apache-2.0",
+        preprocess=Preprocess(resize=256, crop=224, interpolation="bicubic", **IMAGENET),
+        weights=_hub_safetensors("timm/vit_base_patch14_dinov2.lvd142m"),
+        kwargs={"img_size": 224},
     ),
     BaselineSpec(
-        "clip_vit_l14.laion2b_s32b_b82k",
-        "open_clip",
-        "ViT-L-14",
-        768,
-        "open_clip ViT-L/14 trained on LAION-2B (32B samples), projected image embedding",
-        "MIT",
-        Preprocess(224, 224, "bicubic", *HALF),
-        Weights(
-            "open_clip_model.safetensors",
-            "safetensors",
+        name="clip_vit_l14.laion2b_s32b_b82k",
+        loader=OPEN_CLIP,
+        arch="ViT-L-14",
+        dim=768,
+        description="open_clip ViT-L/14 trained on LAION-2B (32B samples), projected image "
+        "embedding",
+        license="MIT",
+        preprocess=Preprocess(resize=224, crop=224, interpolation="bicubic", **HALF),
+        weights=Weights(
+            filename="open_clip_model.safetensors",
+            fmt="safetensors",
             hub_repo="laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
         ),
     ),
     BaselineSpec(
-        "pixels",
-        "noweight",
-        "baselines.noweight:Pixels",
-        769,
-        "16x16 area-averaged pixels, each image centred on its mean, plus a constant (no weights)",
-        "MIT",
+        name="pixels",
+        loader=NOWEIGHT,
+        arch="baselines.noweight:Pixels",
+        dim=769,
+        description="16x16 area-averaged pixels, each image centred on its mean, plus a "
+        "constant (no weights)",
+        license="MIT",
         kwargs={"size": 16},
     ),
     BaselineSpec(
-        "color_histogram",
-        "noweight",
-        "baselines.noweight:ColorHistogram",
-        512,
-        "joint RGB histogram, 8 bins per channel, Hellinger embedding (no weights)",
-        "MIT",
+        name="color_histogram",
+        loader=NOWEIGHT,
+        arch="baselines.noweight:ColorHistogram",
+        dim=512,
+        description="joint RGB histogram, 8 bins per channel, Hellinger embedding (no weights)",
+        license="MIT",
         kwargs={"bins": 8},
     ),
     BaselineSpec(
-        "random",
-        "noweight",
-        "baselines.noweight:RandomFeatures",
-        64,
-        "a fixed random vector per image: chance level (no weights)",
-        "MIT",
+        name="random",
+        loader=NOWEIGHT,
+        arch="baselines.noweight:RandomFeatures",
+        dim=64,
+        description="a fixed random vector per image: chance level (no weights)",
+        license="MIT",
         kwargs={"dim": 64, "seed": 0},
     ),
 )
@@ -229,7 +281,13 @@ CATALOG: dict[str, BaselineSpec] = {s.name: s for s in SPECS}
 
 
 def split_name(name: str) -> tuple[str, str | None]:
-    """``"dino_vitb16.tuned_abc-mini"`` -> ``("dino_vitb16", "abc-mini")``."""
+    """A baseline name -> (backbone, benchmark its heads were tuned on, or None).
+
+    >>> split_name("dino_vitb16.tuned_abc-mini")
+    ('dino_vitb16', 'abc-mini')
+    >>> split_name("pixels")
+    ('pixels', None)
+    """
     base, sep, bench = name.partition(TUNED_SEP)
     return (base, bench) if sep else (name, None)
 

@@ -14,7 +14,7 @@ import itertools
 
 import torch
 
-from baselines.models import Baseline
+from baselines.backbone import Baseline
 from baselines.tuned import TuneConfig, collect, train_heads
 from benchmark.benchmarks import resolve_benchmark
 

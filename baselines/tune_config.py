@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from benchmark.errors import AttribBenchError
 
@@ -18,6 +19,12 @@ class TuneConfig:
     identity_weight: float = 0.1
     patience: int = 20
     seed: int = 0
+
+    @classmethod
+    def from_options(cls, **options: Any) -> TuneConfig:
+        """The config with every option that is not None (a command line's unset options
+        keep the defaults above, declared once here)."""
+        return cls(**{k: v for k, v in options.items() if v is not None})
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:

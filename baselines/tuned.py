@@ -21,12 +21,11 @@ exactly like its backbone. AbC never released its training code or settings; our
   stored in the head file; ``evaluate`` uses it.
 
 Head files are safetensors (``real.weight``, ``real.bias``, ``synth.weight``, ``synth.bias``)
-with the training record as JSON metadata.
+with the training record as JSON metadata (:mod:`baselines.heads`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,77 +34,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from baselines.abc_official import official_heads
+from baselines.backbone import Baseline
 from baselines.catalog import HERE, TUNED_SEP, split_name
+from baselines.heads import Heads, HeadsFile, read_heads, save_heads
 from baselines.tune_config import TuneConfig
+from benchmark.calibration import candidate_sets, fit_calibrator
 from benchmark.errors import AttribBenchError
-from benchmark.fileio import sha256_file
-from benchmark.splits import cache_root
+from benchmark.paths import cache_root
 
 SHIPPED_DIR = HERE / "tuned"
-ROLES = ("real", "synth")
-METADATA_KEY = "attrib_bench"
-
-
-class Heads(nn.Module):
-    """Two linear heads (real, synth), identity-initialised, L2-normalized outputs."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.real = nn.Linear(dim, dim)
-        self.synth = nn.Linear(dim, dim)
-        for head in (self.real, self.synth):
-            with torch.no_grad():
-                head.weight.copy_(torch.eye(dim))
-                head.bias.zero_()
-
-    def forward(self, features: torch.Tensor, role: str) -> torch.Tensor:
-        head = self.synth if role == "synth" else self.real
-        return F.normalize(head(F.normalize(features.float(), dim=1)), dim=1)
-
-    def identity_penalty(self) -> torch.Tensor:
-        eye = torch.eye(self.real.weight.shape[0])
-        return sum(
-            (h.weight - eye).pow(2).sum() + h.bias.pow(2).sum() for h in (self.real, self.synth)
-        )
-
-
-@dataclass(frozen=True)
-class HeadsFile:
-    path: Path
-    heads: Heads
-    record: dict[str, Any]
-    sha256: str
-
-
-def save_heads(path: Path, heads: Heads, record: dict[str, Any]) -> Path:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous() for k, v in heads.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(record, sort_keys=True)})
-    os.replace(tmp, path)
-    return path
-
-
-def read_heads(path: Path) -> HeadsFile:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            record = json.loads((f.metadata() or {})[METADATA_KEY])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        heads = Heads(tensors["real.weight"].shape[0])
-        heads.load_state_dict(tensors)
-    except Exception as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise AttribBenchError(
-            path, "heads", f"not a head file ({first})", "train it again with train-tuned"
-        ) from None
-    return HeadsFile(path, heads.eval().requires_grad_(False), record, sha256_file(path))
 
 
 def head_dirs(weights: str | Path | None = None) -> list[Path]:
@@ -121,8 +60,6 @@ def head_dirs(weights: str | Path | None = None) -> list[Path]:
 def find_heads(name: str, weights: str | Path | None = None) -> HeadsFile:
     base, bench = split_name(name)
     if bench == "abc":  # AbC's released heads (baselines/abc_official.py)
-        from baselines.abc_official import official_heads
-
         return official_heads(name, weights)
     for folder in head_dirs(weights):
         path = folder / f"{name}.safetensors"
@@ -290,9 +227,6 @@ def train_heads(
 
 def fit_val_calibrator(data: TrainData, heads: Heads, top_n: int) -> dict[str, float]:
     """AbC's calibrator on the val queries under ``heads`` (as ``evaluate`` fits it)."""
-    from benchmark.calibration import fit_calibrator
-    from benchmark.evaluation import candidate_sets
-
     counts = val_counts(data, heads, top_n=top_n)
     return fit_calibrator(*candidate_sets(counts, np.arange(len(data.val_queries)))).to_dict()
 
@@ -360,7 +294,6 @@ def train_tuned(
     show_progress: bool = True,
 ) -> Path:
     """Train heads for ``backbone_name`` on ``bench``; write ``NAME.tuned_BENCH.safetensors``."""
-    from baselines.models import Baseline
     from benchmark import features as feat
     from benchmark import scoring
 

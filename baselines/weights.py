@@ -22,7 +22,7 @@ from pathlib import Path
 from baselines.catalog import BaselineSpec, Weights, pin
 from benchmark.errors import AttribBenchError
 from benchmark.fileio import sha256_file
-from benchmark.splits import cache_root
+from benchmark.paths import cache_root
 
 ENV_DIR = "ATTRIB_BENCH_WEIGHTS"
 

@@ -10,7 +10,8 @@ fitted by minimising the mean (over queries) of the mean (over that query's exem
 ``-log p_e``. While fitting, the ReLU is replaced by a softplus so that the loss is finite and
 differentiable even for exemplars the exact calibrator would zero out.
 
-torch is imported lazily inside :func:`fit_calibrator` so importing this module stays light.
+torch (in :func:`fit_calibrator`) and scikit-learn (in :func:`calibration_metrics`) are imported
+lazily so importing this module stays light.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from benchmark.scoring import RankCounts
 
 #: Floor applied to exact (ReLU) probabilities before taking logs when reporting NLL: an
 #: exemplar the calibrator zeroes out costs ``-log(EPS)`` (about 27.6) instead of infinity.
@@ -71,6 +75,10 @@ class Calibrator:
 
         Raises:
             ValueError: If ``scores`` is not a non-empty 1-D array of finite numbers.
+
+        Example:
+            >>> Calibrator(1.0, -0.25).influence(np.array([0.0, -np.log(2.0)])).tolist()
+            [0.75, 0.25]
         """
         s = _as_scores(scores, "scores")
         # Subtracting the max first makes the result shift-invariant and overflow-free.
@@ -84,6 +92,24 @@ class Calibrator:
             A JSON-ready dict with the two parameters.
         """
         return {"temperature": float(self.temperature), "threshold": float(self.threshold)}
+
+
+def candidate_sets(
+    counts: RankCounts, rows: Sequence[int] | np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The calibrator's input for the queries at ``rows``: per query, the finite scores of its
+    exemplars followed by its kept top distractors, and 1/0 labels marking the exemplars.
+
+    AbC calibrates over exactly these candidates (the exemplars plus the top-K gallery), so
+    the same sets serve fitting (``val``) and reporting (test cells).
+    """
+    scores, labels = [], []
+    for i in rows:
+        ex = counts.exemplar_scores[i][np.isfinite(counts.exemplar_scores[i])]
+        top = counts.top_scores[i][np.isfinite(counts.top_scores[i])]
+        scores.append(np.concatenate([ex, top]))
+        labels.append(np.concatenate([np.ones(len(ex)), np.zeros(len(top))]))
+    return scores, labels
 
 
 def _as_scores(scores: np.ndarray, what: str) -> np.ndarray:
@@ -220,9 +246,11 @@ def calibration_metrics(
         JSON-ready dict with ``exemplar_nll`` (mean over queries of the mean over exemplars
         of ``-log(max(p_e, EPS))``), ``exemplar_mass`` (mean over queries of the influence
         summed over exemplars), ``ece`` (count-weighted ``|accuracy - confidence|`` over all
-        candidates of all queries; ``p == 1`` falls in the last bin), ``reliability`` (one
-        dict per bin with ``lower``, ``upper``, ``count``, ``confidence`` and ``accuracy``,
-        the last two ``None`` for empty bins), ``num_queries`` and ``num_candidates``.
+        candidates of all queries), ``reliability`` (one dict per bin with ``lower``,
+        ``upper``, ``count``, ``confidence`` and ``accuracy``, the last two ``None`` for
+        empty bins), ``num_queries`` and ``num_candidates``. Bins are scikit-learn's
+        ``calibration_curve(strategy="uniform")``: ``(lower, upper]``, the first ``[0,
+        upper]``, so a ``p`` exactly on an inner edge counts in the lower bin.
 
     Raises:
         ValueError: On invalid inputs (as for :func:`fit_calibrator`) or ``bins < 1``.
@@ -230,6 +258,8 @@ def calibration_metrics(
     if int(bins) != bins or bins < 1:
         raise ValueError(f"bins must be a positive integer, got {bins!r}")
     bins = int(bins)
+    from sklearn.calibration import calibration_curve  # lazy: sklearn is slow to import
+
     s_list, y_list = _validate(scores, labels)
     probs = [cal.influence(s) for s in s_list]
     nll = [float(-np.log(np.maximum(p[y], EPS)).mean()) for p, y in zip(probs, y_list, strict=True)]
@@ -237,17 +267,18 @@ def calibration_metrics(
 
     p_all = np.concatenate(probs)
     y_all = np.concatenate(y_list).astype(np.float64)
-    idx = np.minimum(np.floor(p_all * bins).astype(np.int64), bins - 1)
-    counts = np.bincount(idx, minlength=bins)
-    conf_sum = np.bincount(idx, weights=p_all, minlength=bins)
-    acc_sum = np.bincount(idx, weights=y_all, minlength=bins)
+    accuracy, confidence = calibration_curve(y_all, p_all, n_bins=bins, strategy="uniform")
+    # calibration_curve returns the non-empty bins only; their counts come from its own bin
+    # assignment (searchsorted on the inner edges: (lo, hi], the first bin [0, hi]).
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], p_all), minlength=bins)
     n = int(p_all.size)
+    filled = iter(zip(accuracy.tolist(), confidence.tolist(), strict=True))
     ece = 0.0
     reliability = []
     for k in range(bins):
         c = int(counts[k])
-        conf = float(conf_sum[k] / c) if c else None
-        acc = float(acc_sum[k] / c) if c else None
+        acc, conf = next(filled) if c else (None, None)
         if c:
             ece += c / n * abs(acc - conf)
         reliability.append(

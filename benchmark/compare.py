@@ -119,3 +119,30 @@ def compare_results(
                 }
             )
     return rows
+
+
+def comparison_lines(
+    ra: dict[str, Any],
+    rb: dict[str, Any],
+    rows: list[dict[str, Any]],
+    measures: tuple[str, ...] = ("mAP", "recall@10"),
+) -> list[str]:
+    """``compare_results`` rows of ``measures`` as text: A, B, A - B and the interval of the
+    difference, starred where it excludes 0."""
+    from benchmark.format import estimate_parts
+
+    lines = [
+        f"A = {ra['submission']['name']}, B = {rb['submission']['name']} "
+        f"({ra['benchmark']['name']} {ra['benchmark']['version']})",
+        f"{'test case':<14} {'prompt':<7} {'measure':<10} {'A':>7} {'B':>7} {'A-B':>7}  95% CI",
+    ]
+    for r in rows:
+        if r["measure"] not in measures:
+            continue
+        ci = estimate_parts({"value": r["diff"], **r}, "+.3f")[1]
+        lines.append(
+            f"{r['test_case']:<14} {r['prompt_type']:<7} {r['measure']:<10} "
+            f"{r['a']:7.3f} {r['b']:7.3f} {r['diff']:+7.3f}  {ci}{' *' if r['significant'] else ''}"
+        )
+    lines.append("* the interval excludes 0")
+    return lines

@@ -15,6 +15,7 @@ from benchmark import calibration as calib
 from benchmark import features as feat
 from benchmark import scoring, stats
 from benchmark.benchmarks import resolve_benchmark
+from benchmark.calibration import candidate_sets
 from benchmark.errors import AttribBenchError, SubmissionError
 from benchmark.metrics import MEASURES, RECALL_KS, per_query_bounds
 from benchmark.progress import progress_bar
@@ -111,6 +112,19 @@ class RunOptions:
         feat.check_batch_size(self.batch_size)
 
 
+@dataclass(frozen=True)
+class UserExtractor(Submission):
+    """An extractor object from the caller's own Python session (``benchmark.evaluate(obj)``).
+
+    It runs in-process, like the rest of the caller's code: there is no submitted code to
+    sandbox, but also no files to hash or re-run, so its results record
+    ``environment.isolation = "in-process (user object)"`` and ``submission.origin`` and a
+    results store refuses them (save it as a submission folder to enter a leaderboard).
+    """
+
+    extractor: Any = field(default=None, compare=False)
+
+
 def evaluate(
     submission: str | Path | Submission,
     benchmark: str | Path | Benchmark | None = None,
@@ -136,15 +150,34 @@ def evaluate(
     stored: dict[str, Any] = {}
     counts, device = rank_counts(sub, bench, config, options, timings, stored)
     timings["scoring_s"] = time.perf_counter() - t1 - timings.get("features_s", 0.0)
+    return result_from_counts(sub, bench, config, counts, device, timings, stored, t0)
+
+
+def result_from_counts(
+    sub: Submission,
+    bench: Benchmark,
+    config: EvalConfig,
+    counts: scoring.RankCounts,
+    device: torch.device | str,
+    timings: dict[str, float],
+    stored: dict[str, Any],
+    t0: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Metrics, calibration and the result dict from finished counts. Shared by one-process,
+    merged (benchmark.shards) and distributed runs so all three write the same bytes;
+    ``extra`` (approximate runs only) adds a non-canonical ``settings`` entry and flags."""
     t2 = time.perf_counter()
     cells, flags = aggregate(counts, bench, config)
+    if extra:
+        flags = sorted({*flags, *extra["flags"]})
     calibration = calibrate(counts, bench, config, stored.get("calibrator"))
     timings["metrics_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     result = build_result(
         bench,
         sub,
-        config.settings(),
+        {**config.settings(), **(extra["settings"] if extra else {})},
         cells,
         calibration,
         counts,
@@ -176,11 +209,19 @@ def rank_counts(
     options: RunOptions,
     timings: dict[str, float],
     stored: dict[str, Any] | None = None,
+    distractors: tuple[int, int] | None = None,
+    score=scoring.score_features,
 ) -> tuple[scoring.RankCounts, torch.device | str]:
-    """Rank counts of every evaluated query; ``stored`` receives an extractor's calibrator."""
+    """Rank counts of every evaluated query; ``stored`` receives an extractor's calibrator.
+
+    ``distractors`` = (start, stop) scores only that contiguous range of distractor rows
+    (a shard, benchmark.shards; top indices are then relative to ``start``), features and
+    extractor submissions only. ``score`` replaces the exact scorer (benchmark.approximate).
+    """
     qids = [q.query_id for q in bench.evaluated_queries]
     ex_ids, ex_cols = _exemplar_layout(bench)
     n_d = len(bench.distractor_ids)
+    d0, d1 = distractors or (0, n_d)
     kw = {"query_ids": qids, "exemplar_ids": ex_ids, "top_n": config.top_n}
     if sub.kind == "similarity" and sub.config["similarity"]["format"] == "dense":
         matrix = load_dense(sub, bench)
@@ -196,21 +237,23 @@ def rank_counts(
         queries = torch.from_numpy(np.asarray(arrays.queries[arrays.query_rows], np.float32))
         rows = arrays.candidate_rows
         exemplars = torch.from_numpy(np.asarray(arrays.candidates[rows[n_d:]], np.float32))
-        gallery = _rows_reader(arrays.candidates, rows[:n_d])
+        gallery = _rows_reader(arrays.candidates, rows[d0:d1])
         device: torch.device | str = "cpu"
     else:
         t = time.perf_counter()
-        queries, exemplars, gallery, device = extract_features(sub, bench, options, stored)
+        queries, exemplars, gallery, device = extract_features(
+            sub, bench, options, stored, distractors
+        )
         timings["features_s"] = time.perf_counter() - t
     local_cols = [[c - n_d for c in cols] for cols in ex_cols]
-    with progress_bar(n_d, "scoring distractors", options.progress) as bar:
-        counts = scoring.score_features(
+    with progress_bar(d1 - d0, "scoring distractors", options.progress) as bar:
+        counts = score(
             queries,
             exemplars,
             local_cols,
             gallery,
             progress=bar,
-            distractor_ids=bench.distractor_ids,
+            distractor_ids=bench.distractor_ids[d0:d1],
             source=sub.yaml_path,
             **kw,
         )
@@ -237,8 +280,10 @@ def extract_features(
     bench: Benchmark,
     options: RunOptions,
     stored: dict[str, Any] | None = None,
+    distractors: tuple[int, int] | None = None,
 ):
-    """Query, exemplar and distractor features of an extractor submission.
+    """Query, exemplar and distractor features of an extractor submission (distractor rows
+    ``distractors`` = (start, stop) only, when given: a shard of a sharded run).
 
     A submitted extractor runs in a sandboxed child (:mod:`benchmark.sandbox`): this process
     never imports it, keys its cache by the submission's file hashes and ignores any
@@ -251,13 +296,17 @@ def extract_features(
     feat.check_batch_size(batch)
     qids = [q.query_id for q in bench.evaluated_queries]
     ex_ids = list(bench.evaluated_exemplar_ids)
-    total = len(qids) + len(ex_ids) + len(bench.distractor_ids)
+    d_ids = list(bench.distractor_ids)
+    d_ids = d_ids[distractors[0] : distractors[1]] if distractors else d_ids
+    d_wanted = set(d_ids) if distractors else None
+    total = len(qids) + len(ex_ids) + len(d_ids)
     module = sub.config["extractor"]["entry"].partition(":")[0]
     source = str(sub.root / module) if module.endswith(".py") else module
-    if not is_builtin(sub):
+    user = sub.extractor if isinstance(sub, UserExtractor) else None
+    if not is_builtin(sub) and user is None:
         cache = feat.FeatureCache(feat.submission_cache_key(sub.sha256)) if options.cache else None
         tables = [("queries", set(qids), "query"), ("exemplars", set(ex_ids), "gallery"),
-                  ("distractors", None, "gallery")]
+                  ("distractors", d_wanted, "gallery")]
         with progress_bar(total, "extracting features", options.progress) as bar:
             rows, backend = extract_isolated(
                 sub, bench, tables, cache=cache, device=device, batch_size=batch,
@@ -267,14 +316,16 @@ def extract_features(
             stored["isolation"] = backend if backend != "none" else "none (--trust-code)"
         queries = feat.stack(rows["queries"], qids)
         exemplars = feat.stack(rows["exemplars"], ex_ids)
-        distractors = feat.stack(rows["distractors"], list(bench.distractor_ids))
-        return queries, exemplars, _chunker(distractors), device
-    extractor = load_extractor(sub)
+        gallery = feat.stack(rows["distractors"], d_ids)
+        return queries, exemplars, _chunker(gallery), device
+    extractor = user if user is not None else load_extractor(sub)
     if hasattr(extractor, "to"):
         extractor = extractor.to(device) or extractor
     if stored is not None:
-        stored["isolation"] = "in-process (built-in baseline)"
-        if callable(getattr(extractor, "stored_calibrator", None)):
+        stored["isolation"] = (
+            "in-process (user object)" if user is not None else "in-process (built-in baseline)"
+        )
+        if user is None and callable(getattr(extractor, "stored_calibrator", None)):
             stored["calibrator"] = extractor.stored_calibrator(bench.name, bench.version)
     # An extractor with a ``backbone`` and ``project`` (tuned heads) caches the backbone's
     # features, so retraining heads never re-runs the backbone.
@@ -293,10 +344,10 @@ def extract_features(
         }
         q = feat.extract_table(runner, bench, "queries", set(qids), role="query", **common)
         x = feat.extract_table(runner, bench, "exemplars", set(ex_ids), role="gallery", **common)
-        d = feat.extract_table(runner, bench, "distractors", None, role="gallery", **common)
+        d = feat.extract_table(runner, bench, "distractors", d_wanted, role="gallery", **common)
     queries = feat.stack(q, qids)
     exemplars = feat.stack(x, ex_ids)
-    distractors = feat.stack(d, list(bench.distractor_ids))
+    distractors = feat.stack(d, d_ids)
     if runner is not extractor:
         with torch.inference_mode():
             queries = project(queries, "synth").cpu()
@@ -383,16 +434,6 @@ def aggregate(counts: scoring.RankCounts, bench: Benchmark, config: EvalConfig):
                 }
             )
     return cells, sorted(set(flags))
-
-
-def candidate_sets(counts: scoring.RankCounts, rows: np.ndarray):
-    scores, labels = [], []
-    for i in rows:
-        ex = counts.exemplar_scores[i][np.isfinite(counts.exemplar_scores[i])]
-        top = counts.top_scores[i][np.isfinite(counts.top_scores[i])]
-        scores.append(np.concatenate([ex, top]))
-        labels.append(np.concatenate([np.ones(len(ex)), np.zeros(len(top))]))
-    return scores, labels
 
 
 def calibrate(

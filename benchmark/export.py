@@ -37,12 +37,6 @@ def export_ids(bench: Benchmark, out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def read_tsv_column(path: str | Path, column: str) -> list[str]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    idx = lines[0].split("\t").index(column)
-    return [line.split("\t")[idx] for line in lines[1:]]
-
-
 def dense_scores(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Cosine similarities [Q, C] in float32 (for writing a dense similarity file)."""
     import torch

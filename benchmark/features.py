@@ -35,7 +35,8 @@ from PIL import Image
 from benchmark.errors import AttribBenchError
 from benchmark.extractors import FeatureExtractor
 from benchmark.fileio import sha256_text
-from benchmark.splits import Benchmark, cache_root
+from benchmark.paths import cache_root
+from benchmark.splits import Benchmark
 
 DEFAULT_BATCH = 64
 CACHE_DIR = "features-v2"  # v1 blocks carried no checksum: they are never read

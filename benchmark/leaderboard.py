@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark import pages
+from benchmark import pages, ranking
 from benchmark.errors import AttribBenchError
 from benchmark.fileio import dumps_json, read_json, sha256_text, write_json, write_text_atomic
+from benchmark.format import number
+from benchmark.metrics import SHOWN
 from benchmark.results import SCHEMA_VERSION, stable_view
 from benchmark.store import SUFFIX, read_entry
 from benchmark.store import entry_key as checked_key
@@ -43,7 +45,7 @@ __all__ = ["VERIFY_TOLERANCE", "metric_difference", "read_verified", "verify"]
 INDEX_FILE = "leaderboard.json"
 SITE_DIR = "site"
 INDEX_VERSION = 1
-MEASURES = ("mAP", "recall@5", "recall@10", "recall@100")
+MEASURES = SHOWN  # the registry's table columns (benchmark.metrics.MEASURES)
 TEMPLATE = pages.TEMPLATES / "leaderboard.html"
 
 
@@ -121,60 +123,63 @@ def report_path(entry: Entry) -> str:
     return f"reports/{entry.key}/index.html"
 
 
-def _estimate(est: dict[str, Any]) -> str:
-    if est["value"] is None:
-        return f"[{est['lower']:.3f}, {est['upper']:.3f}]"
-    return f"{est['value']:.3f} [{est['ci_low']:.3f}, {est['ci_high']:.3f}]"
+def _metadata(entry: Entry) -> dict[str, Any]:
+    """Authors, license, date and a safe link (``pages.safe_url``; None when refused)."""
+    s = entry.result["submission"]
+    authors = s.get("authors", [])
+    return {
+        "authors": [str(a) for a in authors] if isinstance(authors, list) else [str(authors)],
+        "license": str(s.get("license", "")),
+        "date": str(s.get("date", "")),
+        "url": pages.safe_url(s.get("url")),
+    }
 
 
-def markdown(entries: list[Entry], measure: str = "mAP") -> str:
-    """Per benchmark version: one row per entry, ``measure`` with its CI per cell."""
+def markdown(entries: list[Entry]) -> str:
+    """Per benchmark version: one row per entry, best first, with the headline score (mean
+    over the test cells), the average rank over cells, status and metadata; the name links to
+    the entry's report with every cell's numbers and CIs."""
+    measure = ranking.headline_measure()
     out = [
         "# Leaderboard",
         "",
-        f"{measure} with 95% cluster-bootstrap CIs per test case and prompt type. "
-        "verified: a maintainer re-ran the entry and got the same hashes and metrics. "
-        "Sortable, filterable version with reports: `site/index.html` "
-        "(`attrib-bench leaderboard build`).",
+        f"Ranked by {measure}, the mean over the test cells (test case x prompt type); "
+        "average rank: the entry's rank within each cell, averaged (ties share ranks). "
+        "verified: a maintainer re-ran the entry and got the same metrics. Per-cell numbers "
+        "with 95% cluster-bootstrap CIs: each entry's report, and the expandable rows of "
+        "`site/index.html` (`attrib-bench leaderboard build`).",
     ]
-    by_bench: dict[str, list[Entry]] = {}
-    for e in entries:
-        by_bench.setdefault(e.benchmark, []).append(e)
-    for bench, group in sorted(by_bench.items()):
-        cells = [(c["test_case"], c["prompt_type"]) for c in group[0].result["metrics"]]
-        group = sorted(group, key=lambda e: (-_mean(e, measure), e.name))
-        out += ["", f"## {pages.md_text(bench)}", ""]
-        heads = [pages.md_text(f"{c} {p}") for c, p in cells]
-        out.append("| submission | status | " + " | ".join(heads) + " |")
-        out.append("|---|---|" + "---|" * len(cells))
-        for e in group:
-            values = {
-                (c["test_case"], c["prompt_type"]): c["metrics"][measure]
-                for c in e.result["metrics"]
-            }
-            href = pages.site_href("site", "reports", *e.key.split("/"), "index.html")
-            name = pages.md_text(e.name)  # a name cannot end the cell, link or inject HTML
-            row = [
-                f"[{name}]({href})" if href else name,
-                "verified" if e.verified else "self-reported",
-                *(_estimate(values[c]) if c in values else "-" for c in cells),
-            ]
-            out.append("| " + " | ".join(row) + " |")
+    bench, place = None, 0
+    for e, head, avg in ranking.ranked(entries):
+        place += 1
+        if e.benchmark != bench:
+            bench, place = e.benchmark, 1
+            out += ["", f"## {pages.md_text(bench)}", ""]
+            out.append(
+                f"| # | submission | status | {measure} (mean of cells) | average rank "
+                "| authors | license | date |"
+            )
+            out.append("|---|---|---|---|---|---|---|---|")
+        href = pages.site_href("site", "reports", *e.key.split("/"), "index.html")
+        name = pages.md_text(e.name)  # a name cannot end the cell, link or inject HTML
+        meta = _metadata(e)
+        row = [
+            str(place),
+            f"[{name}]({href})" if href else name,
+            "verified" if e.verified else "self-reported",
+            number(head),
+            number(avg, ".2f"),
+            pages.md_text(", ".join(meta["authors"])),
+            pages.md_text(meta["license"]),
+            pages.md_text(meta["date"]),
+        ]
+        out.append("| " + " | ".join(row) + " |")
     return "\n".join(out) + "\n"
 
 
-def _mean(entry: Entry, measure: str) -> float:
-    values = [
-        c["metrics"][measure]["value"]
-        if c["metrics"][measure]["value"] is not None
-        else c["metrics"][measure]["lower"]
-        for c in entry.result["metrics"]
-    ]
-    return sum(values) / len(values)
-
-
 def site_rows(entries: list[Entry]) -> list[dict[str, Any]]:
-    """One row per entry x test case x prompt type, as the site's table shows them."""
+    """One row per entry x test case x prompt type: the per-cell numbers an entry's expanded
+    row shows."""
     rows = []
     for e in entries:
         for cell in e.result["metrics"]:
@@ -189,23 +194,43 @@ def site_rows(entries: list[Entry]) -> list[dict[str, Any]]:
                     "test_case": cell["test_case"],
                     "prompt_type": cell["prompt_type"],
                     "queries": cell["num_queries"],
-                    "metrics": {m: cell["metrics"][m] for m in MEASURES},
+                    "metrics": {m: cell["metrics"][m] for m in MEASURES if m in cell["metrics"]},
                 }
             )
     return rows
 
 
+def site_entries(entries: list[Entry]) -> list[dict[str, Any]]:
+    """One row per entry, best first within its benchmark version: what the board shows."""
+    out = []
+    for e, head, avg in ranking.ranked(entries):
+        out.append(
+            {
+                "key": e.key,
+                "submission": e.name,
+                "kind": e.result["submission"]["kind"],
+                "benchmark": e.benchmark,
+                "verified": e.verified is not None,
+                "report": pages.site_href("reports", *e.key.split("/"), "index.html"),
+                "headline": round(head, 6),
+                "average_rank": round(avg, 6),
+                **_metadata(e),
+            }
+        )
+    return out
+
+
 def render_site(entries: list[Entry]) -> str:
     """The self-contained ``index.html``: data, styles and script inline, no network.
 
-    Rendered by the autoescaping template engine; the rows go in as HTML-safe JSON and the
+    Rendered by the autoescaping template engine; the data go in as HTML-safe JSON and the
     page's script builds the table with ``textContent`` only. The same entries always give
-    the same bytes (the footer's date is the newest result's, not the build's).
+    the same bytes: nothing in the page depends on when or where it was built.
     """
-    created = [str(e.result.get("created", ""))[:10] for e in entries]
     data = {
-        "newest": max(created, default=""),
+        "headline": ranking.headline_measure(),
         "measures": list(MEASURES),
+        "entries": site_entries(entries),
         "rows": site_rows(entries),
     }
     return pages.render(TEMPLATE.name, data=data)
@@ -225,7 +250,7 @@ def build(
     benchmark build, insane values) is left out and reported to ``on_error`` (default: one
     warning line on stderr), so one bad file never breaks the board for everyone.
     """
-    from benchmark.report import write_report
+    from benchmark.report import shared_ylim, write_report
 
     root = Path(root)
     entries = read_store(root, on_error)
@@ -239,7 +264,10 @@ def build(
             if progress:
                 progress(f"report {e.key}")
             bench = benchmark_for(e.result) if benchmark_for else None
-            written.append(write_report(e.result, site / "reports" / e.key, bench))
+            peers = [p.result for p in entries if p.benchmark == e.benchmark]
+            written.append(
+                write_report(e.result, site / "reports" / e.key, bench, ylim=shared_ylim(peers))
+            )
     index = site / "index.html"
     write_text_atomic(index, render_site(entries))
     written.append(index)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -115,11 +114,3 @@ def md_text(value: Any) -> str:
     text = " ".join(str(value).split())  # newlines, tabs, U+2028: one space
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_PUNCTUATION.sub(r"\\\1", text)
-
-
-def number(value: Any, spec: str) -> str:
-    """``value`` formatted with ``spec`` when it is a finite number, else as plain text (a
-    page never fails on a malformed field; the text is escaped by the template)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return format(value, spec)
-    return str(value)

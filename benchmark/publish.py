@@ -88,3 +88,53 @@ def push_benchmark(
     if not create_pr:
         api.create_tag(repo_id, tag=f"v{bench.version}", repo_type="dataset", revision=info.oid)
     return info.pr_url if create_pr else info.commit_url
+
+
+# --------------------------------------------------------------------------------------------
+# The leaderboard site as a static Hugging Face Space
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    space_id: str
+    operations: list[tuple[str, bytes]]  # (path in the Space, content); index.html at the root
+
+    def describe(self) -> list[str]:
+        lines = [f"{self.space_id} (static Space): {len(self.operations)} files in one commit"]
+        return lines + [f"  upload {p} ({len(b):,} bytes)" for p, b in self.operations]
+
+
+def plan_site(root: str | Path, space_id: str) -> SitePlan:
+    """Every file of ``root/site`` (``leaderboard build``), with ``index.html`` at the Space's
+    root. Refused when the site is missing or older than the store (its ``index.html`` is not
+    what ``build`` would write now), so a Space never shows other numbers than the results."""
+    from benchmark.errors import AttribBenchError
+    from benchmark.leaderboard import SITE_DIR, read_store, render_site
+
+    site = Path(root) / SITE_DIR
+    index = site / "index.html"
+    build = "run attrib-bench leaderboard build first"
+    if not index.is_file():
+        raise AttribBenchError(index, None, "no site to publish", build)
+    current = render_site(read_store(root, on_error=lambda exc: None))
+    if index.read_text(encoding="utf-8") != current:
+        raise AttribBenchError(index, None, "is older than the results store", build)
+    files = sorted(p for p in site.rglob("*") if p.is_file() and not p.is_symlink())
+    return SitePlan(space_id, [(p.relative_to(site).as_posix(), p.read_bytes()) for p in files])
+
+
+def push_site(plan: SitePlan, api: Any, *, create_pr: bool = False, message: str | None = None):
+    """Create the static Space if needed and upload the site in one commit (a pull request
+    with ``create_pr``)."""
+    from huggingface_hub import CommitOperationAdd
+
+    if not create_pr:
+        api.create_repo(plan.space_id, repo_type="space", space_sdk="static", exist_ok=True)
+    ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=b) for p, b in plan.operations]
+    return api.create_commit(
+        repo_id=plan.space_id,
+        repo_type="space",
+        operations=ops,
+        commit_message=message or f"Leaderboard site: {len(ops)} files",
+        create_pr=create_pr,
+    )

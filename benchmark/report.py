@@ -5,23 +5,35 @@ influence), except the galleries, which read the query and candidate images from
 benchmark when it is available:
 
 - ``recall_at_k.png``: mean Recall@K for K = 1 .. number of distractors, per test case and
-  prompt type (log K);
-- ``test_cases.png``: mAP and Recall@10 per test case and prompt type with their CIs;
-- ``reliability.png``: the calibration reliability diagram on the test queries;
+  prompt type (log K), with the chance level of a random ranking (``benchmark.chance``);
+- ``test_cases.png``: mAP and Recall@10 per test case and prompt type with their CIs and each
+  cell's chance level; ``leaderboard build`` gives every entry of a benchmark version the
+  same y-range (``shared_ylim``) so that their plots compare at a glance;
+- ``reliability.png``: the calibration reliability diagram on the test queries; a flat
+  calibrator (every candidate the same influence) is stated in words instead, since its
+  diagram would be a single bar;
 - ``gallery.png``: per test case, its best and median query (by the best exemplar's rank):
   the query, then its top candidates by score with exemplars framed in green and each
   candidate's calibrated influence in percent.
+
+Chance levels need the benchmark's gallery size, so they are drawn when the benchmark is
+available (as for the gallery).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmark.chance import cell_chance, recall_curve_chance
+from benchmark.errors import AttribBenchError
 from benchmark.fileio import write_text_atomic
-from benchmark.pages import number, render, safe_url
+from benchmark.format import estimate_parts, number
+from benchmark.metrics import SHOWN
+from benchmark.pages import render, safe_url
 from benchmark.types import TEST_CASES
 
 CELL_COLOURS = {
@@ -31,6 +43,13 @@ CELL_COLOURS = {
     "style-unseen": "#ff7f0e",
 }
 EXEMPLAR = "#2ca02c"
+CHANCE = "#555555"
+BAR_MEASURES = ("mAP", "recall@10")
+#: A calibrator threshold b this far above exp(0) = 1 makes every candidate's influence the
+#: same (the fit found no usable confidence in the scores); the CLI's summary uses the same
+#: rule (``UNIFORM_THRESHOLD``).
+FLAT_THRESHOLD = 1e3
+CAPTION_CHARS = 22
 
 
 def _plt():
@@ -48,6 +67,37 @@ def _plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
+def _short(text: str, limit: int = CAPTION_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut), for figure captions."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def is_flat(calibration: dict[str, Any]) -> bool:
+    """Whether the fitted calibrator gives every candidate the same influence."""
+    c = calibration.get("calibrator")
+    return isinstance(c, dict) and float(c.get("threshold", 0.0)) > FLAT_THRESHOLD
+
+
+def shared_ylim(results: list[dict[str, Any]], measures=BAR_MEASURES) -> dict[str, float]:
+    """Per measure, one y-axis top for every entry's bar plot: the largest CI upper end over
+    ``results``, rounded up to a multiple of 0.05 (at most 1), so plots of one benchmark
+    version compare at a glance."""
+    out = {}
+    for m in measures:
+        top = max(
+            (
+                c["metrics"][m]["ci_high"]
+                for r in results
+                for c in r["metrics"]
+                if m in c["metrics"]
+            ),
+            default=1.0,
+        )
+        out[m] = min(1.0, max(0.05, math.ceil(top * 20 - 1e-9) / 20))
+    return out
+
+
 def cells(result: dict[str, Any]) -> list[tuple[str, str]]:
     return [(c["test_case"], c["prompt_type"]) for c in result["metrics"]]
 
@@ -62,7 +112,11 @@ def recall_curves(result: dict[str, Any], ks: np.ndarray) -> dict[tuple[str, str
     return {cell: np.mean(v, axis=0) for cell, v in by_cell.items() if cell in cells(result)}
 
 
-def plot_recall_curves(result: dict[str, Any], path: Path, num_distractors: int) -> Path:
+def plot_recall_curves(
+    result: dict[str, Any], path: Path, num_distractors: int, chance: bool = True
+) -> Path:
+    """Recall@K curves per cell; with ``chance`` (the gallery size is the benchmark's, not a
+    guess), the random-ranking level min(K, N)/N as a dotted line."""
     plt = _plt()
     ks = np.unique(np.geomspace(1, max(num_distractors, 2), 200).astype(int))
     curves = recall_curves(result, ks)
@@ -73,7 +127,15 @@ def plot_recall_curves(result: dict[str, Any], path: Path, num_distractors: int)
             recall,
             color=CELL_COLOURS.get(case, "grey"),
             linestyle="-" if prompt == "gpt" else "--",
-            label=_plain(f"{case} / {prompt}"),
+            label=_plain(f"{_short(case)} / {_short(prompt, 8)}"),
+        )
+    if chance:
+        ax.plot(
+            ks,
+            recall_curve_chance(result, ks, num_distractors),
+            color=CHANCE,
+            linestyle=":",
+            label="random ranking",
         )
     ax.set_xscale("log")
     ax.set_xlabel("K (candidates retrieved)")
@@ -81,14 +143,23 @@ def plot_recall_curves(result: dict[str, Any], path: Path, num_distractors: int)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(_plain(f"{result['submission']['name']}: Recall@K"))
+    ax.set_title(_plain(f"{_short(result['submission']['name'], 40)}: Recall@K"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def plot_cell_bars(result: dict[str, Any], path: Path, measures=("mAP", "recall@10")) -> Path:
+def plot_cell_bars(
+    result: dict[str, Any],
+    path: Path,
+    measures=BAR_MEASURES,
+    *,
+    ylim: dict[str, float] | None = None,
+    num_distractors: int | None = None,
+) -> Path:
+    """Bars with CIs per cell; ``ylim`` fixes each measure's y-axis top (shared across the
+    entries of a board); with ``num_distractors``, each cell's chance level as a black tick."""
     plt = _plt()
     cl = cells(result)
     fig, axes = plt.subplots(1, len(measures), figsize=(5 * len(measures), 4), squeeze=False)
@@ -103,10 +174,25 @@ def plot_cell_bars(result: dict[str, Any], path: Path, measures=("mAP", "recall@
             hi.append(max(est["ci_high"] - v, 0))
         colours = [CELL_COLOURS.get(case, "grey") for case, _ in cl]
         ax.bar(x, values, color=colours, yerr=[lo, hi], capsize=3, alpha=0.85)
-        ax.set_xticks(x, [_plain(f"{c} {p}") for c, p in cl], fontsize=7, rotation=35, ha="right")
+        ticks = [_plain(f"{_short(c)} {_short(p, 8)}") for c, p in cl]
+        ax.set_xticks(x, ticks, fontsize=8, rotation=35, ha="right")
+        if num_distractors:
+            level = cell_chance(result, num_distractors, measure)
+            ax.hlines(
+                [level.get(c, np.nan) for c in cl],
+                x - 0.4,
+                x + 0.4,
+                colors=CHANCE,
+                linestyles=":",
+                label="random ranking",
+            )
+            ax.legend(fontsize=7, loc="upper right")
+        top = (ylim or {}).get(measure)
+        ax.set_ylim(0, top if top else None)
         ax.set_ylabel(f"{measure} (95% CI)")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(_plain(f"{result['submission']['name']} per test case and prompt type"))
+    name = _short(result["submission"]["name"], 40)
+    fig.suptitle(_plain(f"{name} per test case and prompt type"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -115,7 +201,7 @@ def plot_cell_bars(result: dict[str, Any], path: Path, measures=("mAP", "recall@
 
 def plot_reliability(result: dict[str, Any], path: Path) -> Path | None:
     cal = result["calibration"]
-    if "test" not in cal:
+    if "test" not in cal or is_flat(cal):
         return None
     plt = _plt()
     bins = cal["test"]["reliability"]
@@ -211,21 +297,24 @@ def plot_gallery(result: dict[str, Any], bench, path: Path, k: int = 6) -> Path:
     gallery = _images(bench, "exemplars", wanted)
     gallery.update(_images(bench, "distractors", wanted - set(gallery)))
     fig, axes = plt.subplots(
-        len(rows), k + 1, figsize=(1.5 * (k + 1), 1.75 * len(rows)), squeeze=False
+        len(rows), k + 1, figsize=(1.9 * (k + 1), 2.25 * len(rows)), squeeze=False
     )
     for r, (label, q, cands) in enumerate(rows):
         ax = axes[r][0]
         ax.imshow(query_imgs[q["query_id"]])
         best = min(e["rank"] for e in q["exemplars"])
         ax.set_title(
-            _plain(f"{q['test_case']} {q['prompt_type']}\n{label}: exemplar rank {best}"),
-            fontsize=6,
+            _plain(
+                f"{_short(q['test_case'])} {_short(q['prompt_type'], 8)}\n"
+                f"{label}: exemplar rank {best}"
+            ),
+            fontsize=9,
         )
         for c, cand in enumerate(cands):
             ax = axes[r][c + 1]
             ax.imshow(gallery[cand["id"]])
             share = "" if cand["influence"] is None else f"{100 * cand['influence']:.1f}%"
-            ax.set_title(f"{share} (s={cand['score']:.2f})", fontsize=6)
+            ax.set_title(f"{share} s={cand['score']:.2f}", fontsize=9)
             if cand["exemplar"]:
                 for side in ax.spines.values():
                     side.set_edgecolor(EXEMPLAR)
@@ -237,13 +326,13 @@ def plot_gallery(result: dict[str, Any], bench, path: Path, k: int = 6) -> Path:
         ax.set_yticks([])
     fig.suptitle(
         _plain(
-            f"{result['submission']['name']}: query | top {k} candidates by score "
-            "(green frame: an exemplar; calibrated influence in %)"
+            f"{_short(result['submission']['name'], 40)}: query | top {k} candidates by "
+            "score (green frame: an exemplar; calibrated influence in %)"
         ),
-        fontsize=8,
+        fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
@@ -252,22 +341,21 @@ def plot_gallery(result: dict[str, Any], bench, path: Path, k: int = 6) -> Path:
 # the page
 
 
-MEASURES = ("mAP", "recall@5", "recall@10", "recall@100")
-
-
-def _estimate_texts(est: dict[str, Any]) -> tuple[str, str]:
-    """A metric cell as plain text: the value (or bounds) and its CI."""
-    if est["value"] is None:
-        value = f"[{number(est['lower'], '.3f')}, {number(est['upper'], '.3f')}]"
-    else:
-        value = number(est["value"], ".3f")
-    return value, f"[{number(est['ci_low'], '.3f')}, {number(est['ci_high'], '.3f')}]"
+MEASURES = SHOWN  # the registry's table columns (benchmark.metrics.MEASURES)
 
 
 def _calibration_text(cal: dict[str, Any]) -> str:
     if "test" not in cal:
         return f"skipped: {cal.get('skipped')}"
     c, t = cal["calibrator"], cal["test"]
+    if is_flat(cal):
+        return (
+            f"fitted on {cal['fitted_on']} is flat: its threshold b "
+            f"{number(c['threshold'], '.3g')} is far above every exp(score / tau), so each "
+            "candidate of a query gets the same influence (the scores carried no usable "
+            "confidence) and its reliability diagram would be a single bar; on test queries "
+            f"exemplar mass {number(t['exemplar_mass'], '.3f')}, ECE {number(t['ece'], '.4f')}"
+        )
     return (
         f"fitted on {cal['fitted_on']}: tau {number(c['temperature'], '.4g')}, "
         f"b {number(c['threshold'], '.4g')}; on test queries exemplar NLL "
@@ -277,7 +365,7 @@ def _calibration_text(cal: dict[str, Any]) -> str:
 
 
 def page_context(
-    result: dict[str, Any], figures: list[tuple[str, str]], gallery: bool
+    result: dict[str, Any], figures: list[tuple[str, str]], gallery: bool, chance: bool = False
 ) -> dict[str, Any]:
     """Everything ``templates/report.html`` shows, as plain values (the template escapes
     them); ``figures`` are (title, file name in the report folder)."""
@@ -291,6 +379,9 @@ def page_context(
         "authors": [str(a) for a in authors] if isinstance(authors, list) else [str(authors)],
         "url": safe_url(url),
         "url_refused": url if url and safe_url(url) is None else None,
+        "license": str(s.get("license", "")),
+        "date": str(s.get("date", "")),
+        "chance": chance,
         "bench_name": b["name"],
         "bench_version": b["version"],
         "manifest": str(b["manifest_sha256"])[:16],
@@ -305,7 +396,7 @@ def page_context(
                 "test_case": cell["test_case"],
                 "prompt_type": cell["prompt_type"],
                 "queries": cell["num_queries"],
-                "estimates": [_estimate_texts(cell["metrics"][m]) for m in MEASURES],
+                "estimates": [estimate_parts(cell["metrics"][m]) for m in MEASURES],
             }
             for cell in result["metrics"]
         ],
@@ -316,27 +407,77 @@ def page_context(
     }
 
 
-def write_report(result: dict[str, Any], out_dir: str | Path, bench=None) -> Path:
-    """Write ``index.html`` and its PNGs into ``out_dir``; ``bench`` enables the gallery.
+def report_dir(root: str | Path, result: dict[str, Any]) -> Path:
+    """``root/<benchmark>@<version>/<submission>``: each entry's report in its own folder (as
+    ``leaderboard build`` files them under ``site/reports/``), never one shared by all; the
+    parts are checked store names, so the folder stays inside ``root``."""
+    from benchmark.store import entry_key
+
+    return Path(root).joinpath(*entry_key(result).split("/"))
+
+
+def refuse_shared(out: Path, result: dict[str, Any]) -> None:
+    """Refuse to write into a folder that holds another entry's report."""
+    marker = out / "index.html"
+    if not marker.is_file():
+        return
+    page = marker.read_text(encoding="utf-8", errors="replace")
+    mine = f'data-entry="{site_href_entry(result)}"'
+    if "data-entry=" in page and mine not in page:
+        raise AttribBenchError(
+            out, "--out", "holds another entry's report", "give each entry its own folder"
+        )
+
+
+def site_href_entry(result: dict[str, Any]) -> str:
+    """The entry key as the report page records it (percent-encoded, inert in an attribute)."""
+    from benchmark.pages import site_href
+
+    return site_href(*report_entry(result).split("/")) or ""
+
+
+def report_entry(result: dict[str, Any]) -> str:
+    b = result["benchmark"]
+    return f"{b['name']}@{b['version']}/{result['submission']['name']}"
+
+
+def write_report(
+    result: dict[str, Any],
+    out_dir: str | Path,
+    bench=None,
+    *,
+    ylim: dict[str, float] | None = None,
+) -> Path:
+    """Write ``index.html`` and its PNGs into ``out_dir``; ``bench`` enables the gallery and
+    the chance levels; ``ylim`` fixes the bar plots' y-axes (see :func:`shared_ylim`).
 
     The page is rendered by the autoescaping template engine (``benchmark.pages``): no string
-    of the result reaches it unescaped.
+    of the result reaches it unescaped. A folder holding another entry's report is refused.
     """
     out = Path(out_dir)
+    refuse_shared(out, result)
     out.mkdir(parents=True, exist_ok=True)
     num_distractors = len(bench.distractor_ids) if bench is not None else 0
-    if not num_distractors:
+    known = num_distractors > 0
+    if not known:  # the x-axis range only: no chance level is drawn from a guess
         num_distractors = max(e["rank"] for q in result["queries"] for e in q["exemplars"])
+    bars = plot_cell_bars(
+        result,
+        out / "test_cases.png",
+        ylim=ylim,
+        num_distractors=num_distractors if known else None,
+    )
     figures = [
-        ("Recall@K", plot_recall_curves(result, out / "recall_at_k.png", num_distractors)),
-        ("Per test case", plot_cell_bars(result, out / "test_cases.png")),
+        ("Recall@K", plot_recall_curves(result, out / "recall_at_k.png", num_distractors, known)),
+        ("Per test case", bars),
     ]
     reliability = plot_reliability(result, out / "reliability.png")
     if reliability:
         figures.append(("Calibration", reliability))
     if bench is not None:
         figures.append(("Gallery", plot_gallery(result, bench, out / "gallery.png")))
-    context = page_context(result, [(t, p.name) for t, p in figures], bench is not None)
+    context = page_context(result, [(t, p.name) for t, p in figures], bench is not None, known)
+    context["entry"] = site_href_entry(result)
     path = out / "index.html"
     write_text_atomic(path, render("report.html", **context))
     return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,9 @@ from benchmark.splits import Benchmark, id_list_hashes
 from benchmark.submission import Submission
 from benchmark.types import TiePolicy
 
-SCHEMA_VERSION = 1
+#: 2 adds recall_norm@K, ``submission.origin`` (in-memory submissions of ``benchmark.api``) and
+#: ``upgraded_from``; older files are read through :data:`UPGRADES`.
+SCHEMA_VERSION = 2
 VOLATILE_FIELDS = ("created", "timings")
 PACKAGES = (
     "numpy",
@@ -179,6 +182,8 @@ def build_result(
             "name": sub.name,
             "kind": sub.kind,
             "description": sub.config["description"],
+            # shown on the leaderboard and the report (links only through pages.safe_url)
+            **{k: sub.config[k] for k in ("authors", "license", "url", "date") if k in sub.config},
             "sha256": sub.sha256,
             "files": sub.file_hashes,
         },
@@ -221,7 +226,8 @@ def validate_result(result: Any, source: str | Path | None) -> dict[str, Any]:
             source,
             "schema_version",
             f"unsupported schema_version {found!r}",
-            f"use a result written with schema_version {SCHEMA_VERSION}",
+            f"use a result written with schema_version {SCHEMA_VERSION} "
+            f"(benchmark.load_result upgrades versions {sorted(UPGRADES)})",
         )
     validate(result, "result", source)
     return result
@@ -234,10 +240,46 @@ def parse_result(data: bytes, source: str | Path) -> dict[str, Any]:
     return validate_result(parsed, source)
 
 
+def _v1_to_v2(result: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: nothing is renamed or removed. Version 1 files lack recall_norm@K (the
+    upgrade does not invent cell estimates it cannot bootstrap exactly) and never come from
+    an in-memory submission; ``upgraded_from`` records where the file started."""
+    out = dict(result)
+    out["schema_version"] = 2
+    out["upgraded_from"] = result.get("upgraded_from", 1)
+    return out
+
+
+#: schema_version -> (the schema that version's files follow, the step to the next version).
+UPGRADES: dict[int, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    1: ("result.v1", _v1_to_v2),
+}
+
+
+def upgrade_result(result: Any, source: str | Path | None) -> dict[str, Any]:
+    """``result`` brought to :data:`SCHEMA_VERSION` through :data:`UPGRADES`, each version
+    checked against its own schema first; one line for a version this harness cannot read."""
+    version = result.get("schema_version") if isinstance(result, dict) else None
+    while isinstance(result, dict) and type(version) is int and version in UPGRADES:
+        schema, step = UPGRADES[version]
+        validate(result, schema, source)
+        result = step(result)
+        version = result["schema_version"]
+    return validate_result(result, source)
+
+
 def load_result(path: str | Path) -> dict[str, Any]:
-    """Read and schema-check a ``result.json`` (or ``.json.gz``); one line if it is not one."""
+    """Read a ``result.json`` (or ``.json.gz``) of any schema version this harness knows,
+    upgraded to the current one and schema-checked; one line if it is not one.
+
+    The results store reads with :func:`parse_result` instead, which admits only current files.
+    """
     path = Path(path)
-    return parse_result(read_file_capped(path, "result file", MAX_JSON_BYTES), path)
+    data = read_file_capped(path, "result file", MAX_JSON_BYTES)
+    parsed = parse_json_bytes(
+        data, path, "result file", gz=str(path).endswith(".gz"), max_bytes=MAX_JSON_BYTES
+    )
+    return upgrade_result(parsed, path)
 
 
 def stable_view(result: dict[str, Any]) -> dict[str, Any]:

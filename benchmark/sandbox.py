@@ -49,6 +49,7 @@ import torch
 
 from benchmark import features as feat
 from benchmark.errors import AttribBenchError, SubmissionError
+from benchmark.paths import cache_root
 from benchmark.sandbox_backends import (
     BACKENDS,
     FSIZE_LIMIT,
@@ -60,7 +61,7 @@ from benchmark.sandbox_backends import (
     backend_works,
     wrapper,
 )
-from benchmark.splits import Benchmark, cache_root
+from benchmark.splits import Benchmark
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from benchmark.splits import Benchmark, cache_root
+from benchmark.paths import cache_root
+from benchmark.splits import Benchmark
 
 BACKENDS = ("bwrap", "unshare")
 HIDDEN = ("/tmp", "/var/tmp", "/run", "/dev/shm")  # replaced by private tmpfs in the child

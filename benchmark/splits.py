@@ -15,7 +15,6 @@ stored as ``datasets.Image`` structs (encoded bytes), so ``datasets.load_dataset
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,19 +24,12 @@ from typing import Any
 from benchmark.errors import BenchmarkError
 from benchmark.fileio import read_json, sha256_file, sha256_text, write_json, write_text_atomic
 from benchmark.integrity import TABLES, listed_files, reading_shard, verify_files
+from benchmark.paths import cache_root
 from benchmark.schemas import validate
 from benchmark.types import CustomModel, Part, PromptType, Query
 
 MANIFEST = "manifest.json"
 HF_SPLIT = "full"  # the single split name of every config in the dataset card
-
-
-def cache_root() -> Path:
-    """Where attrib-bench caches built benchmarks, verification stamps and features."""
-    env = os.environ.get("ATTRIB_BENCH_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "attrib-bench"
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,16 @@ def check_storable(result: dict[str, Any], source: str | Path | None = None) -> 
     from benchmark.benchmarks import check_registered
 
     key = entry_key(result, source)
+    origin = result["submission"].get("origin")
+    if (result.get("environment") or {}).get("isolation") == "in-process (user object)":
+        origin = origin or "python object"
+    if origin is not None:  # benchmark.evaluate on an object or arrays: nothing to re-run
+        raise ResultError(
+            source,
+            "submission.origin",
+            f"scored from an in-memory {origin}, which no maintainer can re-run or verify",
+            "save it as a submission folder and evaluate that (see submissions/README.md)",
+        )
     check_strings(result, source)
     check_values(result, source)
     check_canonical(result.get("settings"), source)

@@ -154,6 +154,8 @@ def load_submission(path: str | Path) -> Submission:
             "must be a YAML mapping",
             "see submissions/example_features/submission.yaml",
         )
+    if type(config.get("date")).__name__ == "date":  # YAML reads 2026-11-29 as a date
+        config["date"] = config["date"].isoformat()
     validate(config, "submission", cfg_path)
     return Submission(root.resolve(), config)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from benchmark.splits import Benchmark, cache_root, load_benchmark, write_benchmark
+from benchmark.paths import cache_root
+from benchmark.splits import Benchmark, load_benchmark, write_benchmark
 from benchmark.types import CustomModel, Part, PromptType, Query
 
 NAME = "abc-tiny"

@@ -179,3 +179,30 @@ def stored_entry(root: str | Path, benchmark: str, version: str, name: str) -> P
         )
     read_entry(results, path)
     return path
+
+
+def reverify(
+    root: str | Path,
+    submission: Any,
+    benchmark: str | None = None,
+    sandbox: Any = None,
+) -> tuple[Any, str, dict[str, Any]]:
+    """Re-run ``submission`` (a folder or a loaded :class:`~benchmark.submission.Submission`)
+    with ``EvalConfig.canonical()`` and :func:`verify` it against its stored entry.
+
+    The benchmark is ``benchmark``, else the one the submission names. The stored entry is
+    checked before the (long) re-run; the stored settings are never used, since a submitter
+    chose those. Returns ``(benchmark, submission name, verification record)``.
+    """
+    from benchmark.benchmarks import resolve_benchmark
+    from benchmark.evaluation import EvalConfig, RunOptions, evaluate
+    from benchmark.submission import load_submission
+
+    sub = load_submission(submission) if isinstance(submission, str | Path) else submission
+    bench = resolve_benchmark(
+        benchmark or (sub.config.get("benchmark") or "").partition("@")[0] or None
+    )
+    stored_entry(root, bench.name, bench.version, sub.name)  # refuse before the re-run
+    options = RunOptions(progress=False, cache=False, sandbox=sandbox)
+    fresh = evaluate(sub, bench, EvalConfig.canonical(), options)
+    return bench, sub.name, verify(root, fresh)

@@ -148,15 +148,12 @@ def good_result(tiny, tmp_path_factory) -> Path:
 
 Case = Callable[[Path], tuple[list[object], tuple[str, ...]]]
 CASES: dict[str, Case] = {}
-XFAIL: dict[str, str] = {}
 
 
-def case(name: str, xfail: str | None = None) -> Callable[[Case], Case]:
+def case(name: str) -> Callable[[Case], Case]:
     def register(fn: Case) -> Case:
         assert name not in CASES
         CASES[name] = fn
-        if xfail:
-            XFAIL[name] = xfail
         return fn
 
     return register
@@ -764,18 +761,7 @@ def _(tmp_path):
 # tests
 
 
-def _params() -> list:
-    return [
-        pytest.param(
-            name,
-            id=name,
-            marks=[pytest.mark.xfail(reason=XFAIL[name], strict=True)] if name in XFAIL else [],
-        )
-        for name in CASES
-    ]
-
-
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, tmp_path):
     args, needles = CASES[name](tmp_path)
     result = invoke(*args)

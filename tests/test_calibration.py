@@ -220,3 +220,46 @@ def test_bad_inputs_raise(scores, labels, match):
 def test_fit_rejects_bad_max_iter():
     with pytest.raises(ValueError, match="max_iter"):
         fit_calibrator([np.array([0.1])], [np.array([1])], max_iter=0)
+
+
+def test_reliability_bins_follow_scikit_learn_on_edges():
+    """Five equal candidates give p = 0.2 exactly, an inner edge of 5 bins: it counts in the
+    lower bin, as in ``sklearn.calibration.calibration_curve``, whose curve we report."""
+    from sklearn.calibration import calibration_curve
+
+    cal = Calibrator(1.0, 0.0)
+    m = calibration_metrics(cal, [np.zeros(5)], [np.array([1, 0, 0, 0, 0])], bins=5)
+    assert [r["count"] for r in m["reliability"]] == [5, 0, 0, 0, 0]
+    assert m["reliability"][0]["confidence"] == pytest.approx(0.2)
+    assert m["reliability"][0]["accuracy"] == pytest.approx(0.2)
+    assert m["ece"] == pytest.approx(0.0, abs=1e-12)
+    # The non-empty bins are exactly scikit-learn's curve, on seeded data with negative scores.
+    scores, labels = _synthetic(50, seed=7)
+    scores = [s - 1.0 for s in scores]
+    m = calibration_metrics(cal, scores, labels, bins=7)
+    p = np.concatenate([cal.influence(s) for s in scores])
+    y = np.concatenate(labels).astype(float)
+    acc, conf = calibration_curve(y, p, n_bins=7)
+    filled = [r for r in m["reliability"] if r["count"]]
+    np.testing.assert_allclose([r["accuracy"] for r in filled], acc, rtol=1e-12)
+    np.testing.assert_allclose([r["confidence"] for r in filled], conf, rtol=1e-12)
+
+
+def test_average_precision_matches_scikit_learn_without_ties():
+    """The full-ranking AP of :mod:`benchmark.metrics` against scikit-learn's
+    ``average_precision_score`` on tie-free rankings (with ties the two differ: sklearn
+    groups tied scores, AbC ranks exemplars pessimistically). Scores are partly negative."""
+    from sklearn.metrics import average_precision_score
+
+    from benchmark.metrics import average_precision, exemplar_ranks
+
+    rng = np.random.default_rng(11)
+    for n_ex, n_dis in ((1, 10), (3, 40), (7, 200), (12, 25)):
+        for _ in range(5):
+            scores = rng.permutation(np.linspace(-1.0, 1.0, n_ex + n_dis))  # all distinct
+            ex, dis = scores[:n_ex], scores[n_ex:]
+            above = (dis[None, :] > ex[:, None]).sum(axis=1)[None, :]
+            zeros = np.zeros_like(above)
+            ours = average_precision(exemplar_ranks(above, zeros, zeros)[0])[0]
+            labels = np.r_[np.ones(n_ex), np.zeros(n_dis)]
+            assert ours == pytest.approx(average_precision_score(labels, scores), rel=1e-12)

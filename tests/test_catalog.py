@@ -16,10 +16,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from baselines import catalog, weights
-from baselines.catalog import CATALOG, SPECS, get_spec
-from baselines.models import Baseline, SSCDNet, build_backbone
+from baselines.backbone import Baseline, build_backbone
+from baselines.catalog import CATALOG, SPECS, BaselineSpec, Loader, get_spec
+from baselines.nets import SSCDNet
 from benchmark.cli import main
 from benchmark.errors import AttribBenchError
+from benchmark.registry import load_target
 
 WEIGHTED = [s.name for s in SPECS if s.weights is not None]
 IMAGE = Image.new("RGB", (300, 200), (120, 30, 200))
@@ -84,6 +86,51 @@ def test_catalog_holds_abc_feature_spaces_with_their_preprocessing():
     modern = [s for s in SPECS if s.weights is not None and not s.in_abc]
     assert len(modern) >= 2
     assert set(catalog.read_lock()) == set(WEIGHTED)  # every weighted entry has a lock line
+
+
+def test_entries_are_keyword_only_values_with_a_loader():
+    """timm's pretrained-config style: no positional fields, and each entry names the callable
+    that builds it (no dispatch on a family string)."""
+    spec = CATALOG["pixels"]
+    with pytest.raises(TypeError):
+        BaselineSpec("x", spec.loader, "arch", 8, "d", "MIT")  # type: ignore[misc]
+    for s in SPECS:
+        assert isinstance(s.loader, Loader) and s.family == s.loader.name
+        assert callable(load_target(s.loader.target)), s.name
+        assert (s.family == "noweight") == (not s.needs_weights)
+        assert (s.preprocess is None) == (not s.needs_weights)
+
+
+def test_noweight_loader_builds_the_extractor_and_refuses_networks():
+    extractor = CATALOG["color_histogram"].loader(CATALOG["color_histogram"], None)
+    assert extractor.spec == {"name": "color_histogram", "bins": 8}
+    with pytest.raises(ValueError, match="without weights has no network"):
+        build_backbone(CATALOG["pixels"], None)
+
+
+def test_baselines_import_graph_has_no_cycle():
+    """Every import between baselines/ modules, including those inside functions, points one
+    way (catalog -> nets/backbone -> heads/tuned -> models)."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in sorted(catalog.HERE.glob("*.py")):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("baselines"):
+                deps.add(node.module)
+                deps |= {f"baselines.{a.name}" for a in node.names if node.module == "baselines"}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("baselines.")}
+        graph[f"baselines.{path.stem}"] = deps - {"baselines"}
+
+    def visit(module: str, stack: tuple[str, ...]) -> None:
+        assert module not in stack, " -> ".join((*stack, module))
+        for dep in sorted(graph.get(module, ())):
+            visit(dep, (*stack, module))
+
+    for module in graph:
+        visit(module, ())
 
 
 def test_unknown_baseline_suggests_the_closest_name():
@@ -212,6 +259,7 @@ def test_mocov3_training_checkpoint_loads_its_base_encoder(offline_home):
     assert torch.allclose(features(b, ims), want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_wrong_checkpoint_is_refused_naming_the_missing_keys(offline_home):
     path = offline_home / "vit-b-300ep.pth.tar"
     torch.save({"state_dict": {"module.base_encoder.cls_token": torch.zeros(1, 1, 768)}}, path)

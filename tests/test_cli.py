@@ -262,7 +262,7 @@ def test_help_lists_commands():
 
 
 def test_a_flat_calibration_is_reported_as_uniform(runs):
-    from benchmark.cli import render_table
+    from benchmark.format import result_table as render_table
 
     data = json.loads((runs["features"][1] / "result.json").read_text())
     assert "tau=" in render_table(data).splitlines()[-1]

@@ -13,6 +13,7 @@ from PIL import Image
 
 from baselines.models import baseline_submission
 from benchmark import leaderboard as lb
+from benchmark import publish, ranking
 from benchmark.cli import main
 from benchmark.errors import AttribBenchError, ResultError
 from benchmark.evaluation import EvalConfig, RunOptions, evaluate
@@ -86,14 +87,22 @@ def test_verify_refuses_other_files(store, results):
         lb.verify(store, other)
 
 
-def test_markdown_lists_every_entry_with_cis_and_status(store):
-    text = lb.markdown(lb.read_store(store))
+def test_markdown_has_one_ranked_row_per_entry(store):
+    entries = lb.read_store(store)
+    text = lb.markdown(entries)
     assert "## abc-tiny@" in text
-    for name in ("example-extractor", "pixels", "random"):
-        assert f"[{name}](site/reports/abc-tiny@" in text
-    assert text.count("self-reported") == 3
-    first_row = next(line for line in text.splitlines() if line.startswith("| ["))
-    assert first_row.count("[") >= 9  # a name link plus a CI in each of the 8 cells
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "](" in line]
+    assert len(rows) == 3  # one row per entry, not per cell
+    heads = {e.name: ranking.headline_score(e.result) for e in entries}
+    shown = []
+    for place, line in enumerate(rows, start=1):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = cells[1].split("]")[0].lstrip("[")
+        assert cells[0] == str(place) and cells[1].endswith(f"/{name}/index.html)")
+        assert cells[2] == "self-reported" and float(cells[3]) == round(heads[name], 3)
+        assert 1.0 <= float(cells[4]) <= 3.0
+        shown.append(heads[name])
+    assert shown == sorted(shown, reverse=True)
 
 
 def test_influence_is_the_calibrated_share_of_the_candidates(tiny):
@@ -134,11 +143,37 @@ def test_report_writes_page_and_pngs(results, tiny, tmp_path):
     assert "gallery.png" not in no_gallery and "Gallery skipped" in no_gallery
 
 
-def test_report_cli_on_a_stored_result(store, tmp_path):
-    entry = lb.read_store(store)[0]
-    run = CliRunner().invoke(main, ["report", str(entry.path), "--out", str(tmp_path / "rep")])
+def test_report_cli_writes_each_entry_into_its_own_folder(store, tmp_path):
+    entries = lb.read_store(store)
+    for entry in entries:
+        run = CliRunner().invoke(main, ["report", str(entry.path), "--out", str(tmp_path / "rep")])
+        assert run.exit_code == 0, run.output
+    for entry in entries:  # rep/<benchmark>@<version>/<submission>/, as site/reports/ files them
+        folder = tmp_path / "rep" / entry.key
+        assert (folder / "gallery.png").is_file() and entry.name in (
+            folder / "index.html"
+        ).read_text()
+    assert not (tmp_path / "rep" / "index.html").exists()
+    # Without --out: beside the result, still one folder per entry.
+    run = CliRunner().invoke(main, ["report", str(entries[0].path)])
     assert run.exit_code == 0, run.output
-    assert (tmp_path / "rep" / "gallery.png").is_file()
+    assert (entries[0].path.parent / "reports" / entries[0].key / "index.html").is_file()
+    # A folder that holds another entry's report is refused, nothing overwritten.
+    taken = tmp_path / "rep" / entries[1].key
+    before = (taken / "index.html").read_bytes()
+    with pytest.raises(AttribBenchError, match="holds another entry's report"):
+        write_report(entries[0].result, taken)
+    assert (taken / "index.html").read_bytes() == before
+
+
+def test_report_draws_chance_levels_and_states_a_flat_calibrator(results, tiny, tmp_path):
+    flat = copy.deepcopy(results["pixels"])
+    flat["calibration"]["calibrator"]["threshold"] = 1e7
+    page = write_report(flat, tmp_path / "flat", tiny).read_text()
+    assert "is flat" in page and "reliability.png" not in page
+    assert "Dotted lines: the chance level" in page
+    page = write_report(results["pixels"], tmp_path / "nobench", None).read_text()
+    assert "Chance levels not drawn" in page
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +188,7 @@ class FakeHub:
         self.files: dict[str, bytes] = {}
         self.exists = False
         self.commits: list[SimpleNamespace] = []
+        self.repos: dict[str, SimpleNamespace] = {}
 
     @staticmethod
     def _missing(kind, message):
@@ -172,11 +208,22 @@ class FakeHub:
         path.write_bytes(self.files[filename])
         return str(path)
 
-    def create_repo(self, repo_id, repo_type=None, exist_ok=False):
+    def create_repo(self, repo_id, repo_type=None, exist_ok=False, space_sdk=None):
         self.exists = True
+        self.repos[repo_id] = SimpleNamespace(repo_type=repo_type, space_sdk=space_sdk)
 
     def create_commit(self, repo_id, repo_type, operations, commit_message, create_pr=False):
-        self.commits.append(SimpleNamespace(ops=operations, message=commit_message, pr=create_pr))
+        if repo_id in self.repos and self.repos[repo_id].repo_type != repo_type:
+            raise ValueError(f"{repo_id} is a {self.repos[repo_id].repo_type} repo")
+        self.commits.append(
+            SimpleNamespace(
+                repo_id=repo_id,
+                repo_type=repo_type,
+                ops=operations,
+                message=commit_message,
+                pr=create_pr,
+            )
+        )
         if not create_pr:
             for op in operations:
                 self.files[op.path_in_repo] = op.path_or_fileobj
@@ -196,7 +243,7 @@ def test_first_push_is_one_commit_with_results_index_and_site(store, tmp_path):
     assert {"leaderboard.json", "verified.json", "README.md", "site/index.html"} <= names
     assert sum(n.startswith("results/") for n in names) == 3
     index = json.loads(hub.files["leaderboard.json"])
-    assert index["result_schema_version"] == 1 and len(index["entries"]) == 3
+    assert index["result_schema_version"] == lb.SCHEMA_VERSION and len(index["entries"]) == 3
 
 
 def test_push_merges_by_key_and_never_drops_an_entry(store, tmp_path, results, tiny):
@@ -243,9 +290,9 @@ def test_push_refuses_other_versions_and_other_files_under_a_key(store, tmp_path
         lb.plan_push(impostor_store, "org/board", hub)
 
     index = json.loads(hub.files["leaderboard.json"])
-    index["result_schema_version"] = 2
+    index["result_schema_version"] = lb.SCHEMA_VERSION + 1
     hub.files["leaderboard.json"] = json.dumps(index).encode()
-    with pytest.raises(AttribBenchError, match="holds schema 2 results"):
+    with pytest.raises(AttribBenchError, match=f"holds schema {lb.SCHEMA_VERSION + 1} results"):
         lb.plan_push(store, "org/board", hub)
     assert len(hub.commits) == 1  # nothing was uploaded by the refused pushes
 
@@ -295,3 +342,122 @@ def test_add_cli_stores_a_result_file(results, tmp_path):
     [stored] = (tmp_path / "lb" / "results").rglob("*.json.gz")
     assert load_result(stored) == results["example"]
     assert read_json(stored)["submission"]["name"] == "example-extractor"
+
+
+# --------------------------------------------------------------------------------------------
+# the ranked site, metadata, reproducibility, the Space
+
+
+@pytest.fixture(scope="module")
+def described(tiny, tmp_path_factory):
+    """A result from a submission.yaml with authors (one hostile), a link and a bare date."""
+    import shutil
+
+    sub = tmp_path_factory.mktemp("sub") / "described"
+    shutil.copytree(SUBMISSIONS / "example_extractor", sub)
+    cfg = (sub / "submission.yaml").read_text()
+    cfg = cfg.replace("name: example-extractor", "name: described")
+    cfg = cfg.replace(
+        "authors: [attrib-bench maintainers]",
+        'authors: [Ada Lovelace, "<b>Mallory</b>"]\nurl: https://example.org/method\n'
+        "date: 2026-11-02",
+    )
+    (sub / "submission.yaml").write_text(cfg)
+    return evaluate(sub, tiny, options=QUIET)
+
+
+def test_submission_metadata_is_carried_into_the_result(described, tmp_path):
+    from benchmark.results import write_result
+
+    s = described["submission"]
+    assert s["authors"] == ["Ada Lovelace", "<b>Mallory</b>"] and s["license"] == "MIT"
+    assert s["url"] == "https://example.org/method" and s["date"] == "2026-11-02"
+    assert load_result(write_result(described, tmp_path))["submission"] == s  # schema-valid
+    bad = copy.deepcopy(described)
+    bad["submission"]["date"] = "02/11/2026"
+    with pytest.raises(AttribBenchError, match=r"submission\.date"):
+        load_result(write_result(bad, tmp_path / "bad"))
+
+
+def test_site_ranks_entries_and_shows_metadata_escaped(store, described, tmp_path):
+    store_result(store / lb.RESULTS_DIR, described)
+    entries = lb.read_store(store)
+    data = lb.site_entries(entries)
+    assert len(data) == 4 and len(lb.site_rows(entries)) == 4 * 8  # per-cell rows for details
+    heads = [d["headline"] for d in data]
+    assert heads == sorted(heads, reverse=True)
+    [d] = [d for d in data if d["submission"] == "described"]
+    assert d["authors"] == ["Ada Lovelace", "<b>Mallory</b>"] and d["date"] == "2026-11-02"
+    assert d["url"] == "https://example.org/method" and d["license"] == "MIT"
+    page = lb.render_site(entries)
+    assert "<b>Mallory" not in page and "\\u003cb\\u003eMallory" in page
+    text = lb.markdown(entries)
+    assert "Ada Lovelace, &lt;b&gt;Mallory&lt;/b&gt;" in text and "2026-11-02" in text
+    report = write_report(described, tmp_path / "rep").read_text()
+    assert "Ada Lovelace, &lt;b&gt;Mallory&lt;/b&gt;" in report
+    assert 'href="https://example.org/method"' in report and "date: 2026-11-02" in report
+    # A link that is not http(s) is never a link.
+    evil = copy.deepcopy(entries[0])
+    evil.result["submission"]["url"] = "javascript:alert(1)"
+    assert lb.site_entries([evil])[0]["url"] is None
+
+
+def test_build_twice_gives_identical_bytes(store, tiny):
+    def snapshot():
+        lb.build(store, benchmark_for=lambda result: tiny)
+        site = store / "site"
+        files = sorted(p for p in site.rglob("*") if p.is_file())
+        return {p.relative_to(store).as_posix(): p.read_bytes() for p in files} | {
+            "README.md": (store / "README.md").read_bytes()
+        }
+
+    first = snapshot()
+    assert any(k.endswith("gallery.png") for k in first) and len(first) > 10
+    assert snapshot() == first
+    page = first["site/index.html"].decode()
+    assert "newest" not in page and "20" + "26-" not in page.split("<script")[0]
+
+
+def test_reports_of_one_board_share_their_y_axes(store, results):
+    from benchmark.report import shared_ylim
+
+    ylim = shared_ylim(list(results.values()))
+    top = max(c["metrics"]["mAP"]["ci_high"] for r in results.values() for c in r["metrics"])
+    assert top <= ylim["mAP"] < top + 0.05 + 1e-9
+
+
+def test_push_publishes_the_site_as_a_static_space(store, tmp_path, monkeypatch):
+    hub = FakeHub(tmp_path)
+    with pytest.raises(AttribBenchError, match="no site to publish"):
+        publish.plan_site(store, "org/board-site")
+    lb.build(store, reports=True)
+    plan = publish.plan_site(store, "org/board-site")
+    paths = [p for p, _ in plan.operations]
+    assert "index.html" in paths and not any(p.startswith("site/") for p in paths)
+    assert sum(p.endswith("/index.html") and p.startswith("reports/") for p in paths) == 3
+    publish.push_site(plan, hub)
+    assert hub.repos["org/board-site"].repo_type == "space"
+    assert hub.repos["org/board-site"].space_sdk == "static"
+    [commit] = hub.commits
+    assert (
+        commit.repo_type == "space"
+        and hub.files["index.html"] == (store / "site" / "index.html").read_bytes()
+    )
+    # A site older than the store is refused.
+    extra = copy.deepcopy(lb.read_store(store)[0].result)
+    extra["submission"]["name"] = "late"
+    store_result(store / lb.RESULTS_DIR, extra)
+    with pytest.raises(AttribBenchError, match="older than the results store"):
+        publish.plan_site(store, "org/board-site")
+    # The CLI: results to a dataset repo and the site to a Space, each in its own commit.
+    lb.build(store, reports=False)
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: hub)
+    args = ["leaderboard", "push", "--root", str(store)]
+    run = CliRunner().invoke(
+        main, [*args, "--repo-id", "org/board", "--space-id", "org/board-site"]
+    )
+    assert run.exit_code == 0, run.output
+    assert [c.repo_type for c in hub.commits] == ["space", "dataset", "space"]
+    assert hub.repos["org/board"].repo_type == "dataset"
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 2 and "--space-id" in run.output

@@ -135,3 +135,91 @@ def test_matches_pytrec_eval_on_random_rankings(seed):
         assert ours["recall@10"][i] == pytest.approx(r["recall_10"], abs=1e-9)
         assert ours["recall@100"][i] == pytest.approx(r["recall_100"], abs=1e-9)
         assert ours["MRR"][i] == pytest.approx(r["recip_rank"], abs=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# recall_norm@K = hits / min(K, |E|) (issue 10 item 6): beside AbC's recall, never instead of it
+
+
+def test_recall_norm_hand_computed_with_ties_and_negative_scores():
+    # 7 exemplars, all scoring -0.2 (tied with each other); distractors [-0.1, -0.2, -0.5, -0.6]:
+    # each exemplar has 1 distractor above and 1 tied. Pessimistic ranks 3..9, optimistic 2..8.
+    matrix = np.array([[-0.1, -0.2, -0.5, -0.6] + [-0.2] * 7], dtype=np.float32)
+    rc = scoring.score_dense(
+        matrix, 4, [list(range(4, 11))], query_ids=["q"], exemplar_ids=[tuple("abcdefg")]
+    )
+    pess = per_query_bounds(rc.above, rc.ties, rc.unresolved, TiePolicy.PESSIMISTIC)[0]
+    opt = per_query_bounds(rc.above, rc.ties, rc.unresolved, TiePolicy.OPTIMISTIC)[0]
+    assert pess["recall@5"][0] == pytest.approx(3 / 7)  # ranks 3, 4, 5 of 7 exemplars
+    assert pess["recall_norm@5"][0] == pytest.approx(3 / 5)
+    assert opt["recall@5"][0] == pytest.approx(4 / 7)  # ranks 2, 3, 4, 5
+    assert opt["recall_norm@5"][0] == pytest.approx(4 / 5)
+    assert pess["recall@10"][0] == 1.0 and pess["recall_norm@10"][0] == 1.0  # 7 / min(10, 7)
+    assert pess["recall_norm@100"][0] == 1.0
+
+
+def test_recall_norm_reaches_one_where_abc_recall_cannot():
+    m = metrics_of([[0] * 12, [0, 3, -1] + [-1] * 9])  # 12 perfect exemplars; ranks 1 and 5
+    assert m["recall@10"][0] == pytest.approx(10 / 12)
+    assert m["recall_norm@10"][0] == 1.0  # 10 hits / min(10, 12)
+    assert m["recall_norm@5"][0] == 1.0
+    assert m["recall_norm@5"][1] == m["recall@5"][1] == 1.0  # |E| = 2 <= K: the two agree
+    assert m["recall_norm@100"][1] == 1.0
+
+
+def test_recall_norm_bounds_for_topk_submissions():
+    # one exemplar at rank 2, one somewhere in ranks 4..54: unresolved by a top-K list
+    low, high = per_query_bounds(*counts([[1, 2]], [[0, 0]], [[0, 50]]))
+    assert low["recall_norm@5"][0] == 0.5 and high["recall_norm@5"][0] == 1.0
+
+
+def _reference_recall_norm(scores: np.ndarray, is_ex: np.ndarray, k: int) -> float:
+    """Independent oracle: sort the full candidate list (exemplars after tied distractors, the
+    pessimistic policy) and count exemplars in the first k."""
+    order = sorted(range(len(scores)), key=lambda j: (-scores[j], bool(is_ex[j])))
+    hits = sum(bool(is_ex[j]) for j in order[:k])
+    return hits / min(k, int(is_ex.sum()))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recall_norm_matches_an_independent_sort_with_ties_and_negative_scores(seed):
+    rng = np.random.default_rng(seed)
+    n_q, n_d = 30, 150
+    n_ex = rng.integers(1, 16, size=n_q)  # some queries with |E| > 5 and > 10
+    e_max = int(n_ex.max())
+    # scores on a coarse grid in [-1, 1]: many exact ties, most of them negative
+    matrix = np.round(rng.uniform(-1, 1, size=(n_q, n_d + e_max)) * 8) / 8
+    matrix[:, n_d:] += np.round(rng.uniform(0, 0.5, size=(n_q, 1)) * 8) / 8
+    matrix = matrix.astype(np.float32)
+    cols = [list(range(n_d, n_d + k)) for k in n_ex]
+    rc = scoring.score_dense(
+        matrix,
+        n_d,
+        cols,
+        query_ids=[str(i) for i in range(n_q)],
+        exemplar_ids=[tuple(map(str, c)) for c in cols],
+    )
+    assert rc.ties.max() > 0  # the data really has ties with distractors
+    ours = per_query_bounds(rc.above, rc.ties, rc.unresolved)[0]
+    for i in range(n_q):
+        scores = matrix[i, : n_d + n_ex[i]].astype(np.float64)
+        is_ex = np.arange(n_d + n_ex[i]) >= n_d
+        for k in (5, 10, 100):
+            want = _reference_recall_norm(scores, is_ex, k)
+            assert ours[f"recall_norm@{k}"][i] == pytest.approx(want, abs=1e-12)
+            assert ours[f"recall_norm@{k}"][i] >= ours[f"recall@{k}"][i]
+
+
+def test_measure_registry_is_the_one_source():
+    from benchmark.metrics import HEADLINE, MEASURES, SHOWN, measure
+
+    names = [m.name for m in MEASURES]
+    assert len(names) == len(set(names))
+    assert [m.name for m in MEASURES if m.headline] == [HEADLINE] == ["mAP"]
+    assert SHOWN == ("mAP", "recall@5", "recall@10", "recall@100")  # recall_norm: JSON only
+    assert all(f"recall_norm@{k}" in names for k in (5, 10, 100))
+    assert all(m.higher_is_better for m in MEASURES)
+    with pytest.raises(KeyError, match="unknown measure 'recall@7'"):
+        measure("recall@7")
+    ranks = np.array([[1.0, 7.0], [3.0, np.inf]])
+    assert set(per_query_metrics(ranks)) == set(names)

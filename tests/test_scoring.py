@@ -20,11 +20,13 @@ def dyadic_features(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarr
     return out
 
 
-@pytest.fixture(autouse=True, params=["fused", "torch"])
+@pytest.fixture(autouse=True, params=["fused", "fused-serial", "torch"])
 def engine(request, monkeypatch):
-    """Every test runs on the numba tile kernel and on the plain torch passes."""
-    monkeypatch.setattr(scoring, "USE_FUSED", request.param == "fused")
-    if request.param == "fused":
+    """Every test runs on the numba tile kernel, both on worker threads (3, so shares are
+    uneven) and serially, and on the plain torch passes."""
+    monkeypatch.setattr(scoring, "USE_FUSED", request.param != "torch")
+    monkeypatch.setattr(scoring, "PIPELINE_THREADS", 1 if request.param == "fused-serial" else 3)
+    if request.param != "torch":
         pytest.importorskip("numba")
     return request.param
 
@@ -90,6 +92,18 @@ def test_streamed_equals_naive_full_matrix(small_tiles, seed):
 def test_tile_size_does_not_change_counts(monkeypatch):
     q, x, d, ex = make_case(3)
     big = run_features(q, x, d, ex)
+    seen = []
+    rc = scoring.score_features(
+        torch.from_numpy(q),
+        torch.from_numpy(x),
+        ex,
+        lambda size: (torch.from_numpy(d[a : a + size]) for a in range(0, len(d), size)),
+        query_ids=[str(i) for i in range(len(q))],
+        exemplar_ids=[tuple(map(str, e)) for e in ex],
+        top_n=20,
+        progress=seen.append,
+    )
+    assert sum(seen) == len(d) and np.array_equal(rc.above, big.above)
     monkeypatch.setattr(scoring, "QUERY_BLOCK", 5)
     monkeypatch.setattr(scoring, "DISTRACTOR_CHUNK", 17)
     small = run_features(q, x, d, ex)
@@ -153,3 +167,37 @@ def test_topk_bounds_contain_the_exact_metrics():
     # Where an exemplar sits inside the list, its counts are exact.
     listed = top.unresolved == 0
     assert np.array_equal(top.above[listed], exact.above[listed])
+
+
+@pytest.mark.parametrize("n_ex", [1, 4])
+def test_one_and_four_exemplars_with_negative_scores_and_partial_tiles(small_tiles, n_ex):
+    rng = np.random.default_rng(20 + n_ex)
+    q, x, d = dyadic_features(rng, 19), dyadic_features(rng, 40), dyadic_features(rng, 150)
+    ex = [sorted(rng.choice(40, size=n_ex, replace=False).tolist()) for _ in range(19)]
+    rc = run_features(q, x, d, ex, top_n=5)
+    above, ties, s_d = naive(q, x, d, ex)
+    assert (rc.exemplar_scores < 0).any() and int(rc.ties.sum()) > 0
+    assert rc.above.tolist() == above and rc.ties.tolist() == ties
+    assert rc.top_scores.tolist() == np.sort(s_d, 1)[:, ::-1][:, :5].tolist()
+
+
+def test_kernel_skips_only_exemplars_nothing_can_reach():
+    """The kernel skips an exemplar's pass when no score in the row beats the top-N floor
+    and the exemplar scores above it; exemplars at, below and above the floor, rows with and
+    without scores beating it, all against numpy."""
+    kernels = pytest.importorskip("benchmark._kernels")
+    rng = np.random.default_rng(0)
+    rows, cols, n_top = 6, 40, 3
+    scores = (rng.integers(-8, 9, size=(rows, cols)) / 8).astype(np.float32)
+    floor = np.array([1.0, 0.5, 0.25, 0.125, 2.0, -1.0], np.float32)  # row 0/4: nothing beats
+    top_val = np.repeat(floor[:, None], n_top, 1).copy()
+    top_idx = np.full((rows, n_top), -1, np.int64)
+    # per row: one exemplar below, one at, two above the floor (in shuffled order)
+    thr = np.stack([floor - 0.25, floor, floor + 0.125, floor + 0.5], 1).astype(np.float32)
+    thr = np.take_along_axis(thr, rng.permuted(np.tile(np.arange(4), (rows, 1)), axis=1), 1)
+    n = np.full(rows, 4, np.int64)
+    above = np.zeros((rows, 4), np.int64)
+    ties = np.zeros((rows, 4), np.int64)
+    kernels.count_and_insert(scores, thr, n, above, ties, top_val, top_idx, 0)
+    assert above.tolist() == (scores[:, None, :] > thr[:, :, None]).sum(2).tolist()
+    assert ties.tolist() == (scores[:, None, :] == thr[:, :, None]).sum(2).tolist()

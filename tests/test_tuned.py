@@ -109,6 +109,7 @@ def counting(monkeypatch):
     return CountingPixels
 
 
+@pytest.mark.slow
 def test_train_tuned_cli_round_trip_with_cached_backbone(tiny, counting, tmp_path):
     runner = CliRunner()
     args = ["train-tuned", "--backbone", "pixels", "-b", "abc-tiny", "--epochs", "3", "-q"]
@@ -138,7 +139,7 @@ def test_train_tuned_cli_round_trip_with_cached_backbone(tiny, counting, tmp_pat
 
 
 def test_stored_calibrator_is_the_one_used(tiny, tmp_path):
-    heads = Heads(768)
+    heads = Heads(catalog.CATALOG["pixels"].dim)
     record = {
         "benchmark": "abc-tiny",
         "version": tiny.version,
@@ -180,6 +181,7 @@ def test_missing_heads_say_how_to_train_them(tmp_path, monkeypatch):
         baseline_submission("pixels.tuned_nowhere")
 
 
+@pytest.mark.slow
 def test_baselines_calibrate_stores_what_evaluate_then_uses(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(catalog, "CALIBRATOR_DIR", tmp_path)
     out = CliRunner().invoke(main, ["baselines", "calibrate", "color_histogram", "-b", "abc-tiny"])
@@ -220,8 +222,8 @@ def test_cli_imports_no_baselines_at_start_up():
 def test_shipped_artefacts_match_the_code(backbone):
     """The heads, calibrators and results under baselines/ and leaderboard/ were made by the
     current code; after a change that alters features, rerun baselines/reproduce.sh."""
+    from baselines.backbone import Baseline
     from baselines.catalog import read_calibrator
-    from baselines.models import Baseline
     from benchmark.benchmarks import resolve_benchmark
     from benchmark.results import load_result
 

@@ -10,7 +10,6 @@ from typing import Any
 from benchmark.errors import AttribBenchError
 
 _HERE = Path(__file__).parent
-SCHEMAS = ("manifest", "submission", "result", "verified")
 
 
 @cache

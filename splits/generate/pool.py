@@ -17,7 +17,7 @@ def install_sources(cache: Path) -> dict[str, Path]:
 
 def load_domain(cache: Path | None, cfg: DomainConfig) -> Domain:
     """Install (once) and catalog the sources under ``cache`` (default: attrib-bench's cache)."""
-    from benchmark.splits import cache_root
+    from benchmark.paths import cache_root
 
     roots = install_sources(cache or cache_root() / "sources")
     stamps = sources.tuxpaint_images(roots["tuxpaint-stamps-default"])

@@ -216,3 +216,67 @@ def pretrain(
         )
     )
     return out / "pipeline"
+
+
+LOG_NAME = "train_log.tsv"
+
+
+def pretrain_recipe(
+    config: str | Path, out: str | Path, cache: Path | None = None
+) -> tuple[Path, int]:
+    """``splits pretrain``: load the recipe ``config`` and its domain's pretraining images,
+    train (or resume) its base model into ``out`` with a progress bar, appending every 50th
+    step's loss to ``out/train_log.tsv``. Returns the pipeline folder and the image count.
+
+    Raises:
+        AttribBenchError: the recipe's base model is a Hub model (nothing to pretrain), or
+            its domain cannot be loaded.
+    """
+    from benchmark.errors import AttribBenchError
+    from benchmark.progress import progress_bar
+    from splits.generate.config import load_recipe
+    from splits.generate.pool import load_domain, load_images
+    from splits.generate.sample import prompt_words
+
+    recipe = load_recipe(config)
+    if not Path(recipe.generate.base_model).is_absolute():
+        raise AttribBenchError(
+            config,
+            "base_model",
+            f"{recipe.generate.base_model} is a Hub model; there is nothing to pretrain",
+            "pretrain recipes with a local base_model folder (abc-mini)",
+        )
+    domain = load_domain(cache, recipe.domain)
+    with progress_bar(len(domain.pretrain), "loading images") as bar:
+        images = load_images(domain.pretrain, recipe.model.image_size, bar)
+    cfg = recipe.pretrain
+    log = Path(out) / LOG_NAME
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with progress_bar(cfg.vae_steps + cfg.unet_steps, "pretraining") as bar:
+        shown = [0]
+
+        def progress(stage: str, step: int, loss: float) -> None:
+            done = step + (cfg.vae_steps if stage == "unet" else 0)  # absolute, across resumes
+            bar(done - shown[0])
+            shown[0] = done
+            if step % 50 == 0:
+                with log.open("a") as f:
+                    f.write(f"{stage}\t{step}\t{loss:.5f}\n")
+
+        path = pretrain(
+            out, images, list(domain.captions), recipe.model, cfg, progress, prompt_words()
+        )
+    return path, len(images)
+
+
+def install_base_model(config: str | Path, out: str | Path) -> Path:
+    """Copy a finished pretraining run's pipeline and training log to the recipe's
+    ``base_model`` folder (where generation reads it); returns that folder."""
+    import shutil
+
+    from splits.generate.config import load_recipe
+
+    target = Path(load_recipe(config).generate.base_model)
+    shutil.copytree(Path(out) / "pipeline", target, dirs_exist_ok=True)
+    shutil.copy2(Path(out) / LOG_NAME, target / LOG_NAME)
+    return target
