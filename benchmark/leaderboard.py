@@ -25,7 +25,7 @@ from typing import Any
 from benchmark import pages, ranking
 from benchmark.errors import AttribBenchError
 from benchmark.fileio import dumps_json, read_json, sha256_text, write_json, write_text_atomic
-from benchmark.format import number
+from benchmark.format import estimate_parts, number
 from benchmark.metrics import SHOWN
 from benchmark.results import SCHEMA_VERSION, stable_view
 from benchmark.store import SUFFIX, read_entry
@@ -195,6 +195,13 @@ def site_rows(entries: list[Entry]) -> list[dict[str, Any]]:
                     "prompt_type": cell["prompt_type"],
                     "queries": cell["num_queries"],
                     "metrics": {m: cell["metrics"][m] for m in MEASURES if m in cell["metrics"]},
+                    # The same texts every table shows (benchmark.format), so the page and the
+                    # markdown never round one number two ways.
+                    "texts": {
+                        m: estimate_parts(cell["metrics"][m])
+                        for m in MEASURES
+                        if m in cell["metrics"]
+                    },
                 }
             )
     return rows
@@ -214,6 +221,8 @@ def site_entries(entries: list[Entry]) -> list[dict[str, Any]]:
                 "report": pages.site_href("reports", *e.key.split("/"), "index.html"),
                 "headline": round(head, 6),
                 "average_rank": round(avg, 6),
+                "headline_text": number(head),
+                "average_rank_text": number(avg, ".2f"),
                 **_metadata(e),
             }
         )
