@@ -69,6 +69,18 @@ def test_generate_is_resumable_sharded_and_reproducible(setup):
     generate_models(domain, cfg, out)  # everything done: nothing is redone
     assert (out / "models" / domain.models[0].model_id / "done.json").stat().st_mtime_ns == stamp
 
+    # Only done.json and delta/ kept (a run carried over to another machine): the images are
+    # sampled again from base + delta, identical, and the model is not customized again.
+    folder = out / "models" / domain.models[0].model_id
+    before = {p.name: p.read_bytes() for p in sorted((folder / "queries").glob("*.png"))}
+    delta = {p.name: p.read_bytes() for p in (folder / "delta").iterdir()}
+    for png in (folder / "queries").glob("*.png"):
+        png.unlink()
+    generate_models(domain, cfg, out, num_shards=2, shard_index=0)
+    assert {p.name: p.read_bytes() for p in sorted((folder / "queries").glob("*.png"))} == before
+    assert {p.name: p.read_bytes() for p in (folder / "delta").iterdir()} == delta
+    assert (folder / "done.json").stat().st_mtime_ns == stamp
+
     # A query regenerated from base + delta with its recorded seed is the same image.
     import json
 
@@ -149,6 +161,25 @@ def test_compressed_deltas_and_base_samples(setup):
             direct = sample(_plain(cfg), [untokened(q["prompt"])], [q["seed"]], cfg.sampler)[0]
             assert np.array_equal(np.asarray(direct), base)
     assert untokened("a photo of a <new1> bird") == "a photo of a bird"
+
+
+def test_models_are_processed_round_robin_over_parts():
+    """A partial run covers every part early; the order changes no result (per-model seeds)."""
+    from splits.generate.pipeline import _round_robin
+
+    def spec(part: Part, i: int) -> ModelSpec:
+        return ModelSpec(f"{part.value}-{i}", part, "object", "bird", ())
+
+    specs = [spec(Part.OBJECT_SEEN, i) for i in range(3)] + [spec(Part.STYLE_SEEN, 0)]
+    specs += [spec(Part.TRAIN, i) for i in range(2)]
+    assert [s.model_id for s in _round_robin(specs)] == [
+        "object-seen-0",
+        "style-seen-0",
+        "train-0",
+        "object-seen-1",
+        "train-1",
+        "object-seen-2",
+    ]
 
 
 def _plain(cfg):

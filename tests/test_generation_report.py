@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from baselines.noweight import ColorHistogram, Pixels
@@ -93,6 +94,77 @@ def test_report_files_and_contact_sheet(tmp_path):
     text = md.read_text()
     assert "**positive in every test case**" in text and "![contact sheet](sheet.png)" in text
     assert "| object-seen | all | 4 | 12 | 1.000 |" in text
-    assert json.loads(md.with_suffix(".json").read_text())[1]["feature"]["name"] == (
-        "color_histogram"
+    numbers = report.load_report(md.with_suffix(".json"))
+    assert numbers["results"][1]["feature"]["name"] == "color_histogram"
+    assert numbers["version"] is None and numbers["seconds"] == seconds
+
+
+def test_report_compares_two_versions(tmp_path):
+    """A report given an earlier version's JSON prints both side by side, with the change."""
+    domain = fake_run(tmp_path)
+    samples = report.collect(domain, tmp_path / "run")
+    now = [report.signal(domain, samples, Pixels(16), 64)]
+    (tmp_path / "old").mkdir()
+    swapped = fake_run(tmp_path / "old", swap=True)  # the earlier version: no signal
+    before = [
+        report.signal(swapped, report.collect(swapped, tmp_path / "old" / "run"), Pixels(16), 64)
+    ]
+    # An older report: a bare list of results, its version in the file name.
+    legacy = tmp_path / "abc-mini-0.2.0-generation.json"
+    legacy.write_text(json.dumps(before))
+    previous = report.load_report(legacy)
+    assert previous["version"] == "0.2.0"
+    seconds = report.generation_seconds(domain, tmp_path / "run")
+    md = report.write_report(
+        tmp_path / "new.md",
+        recipe_name="abc-mini",
+        results=now,
+        seconds=seconds,
+        sheet=None,
+        version="0.3.0",
+        previous=previous,
+    )
+    text = md.read_text()
+    assert text.startswith("# abc-mini 0.3.0: generation report")
+    assert "## pixels: recall@10, 0.2.0 vs 0.3.0" in text
+    table = report.comparison_table(previous, report.load_report(md.with_suffix(".json")))
+    assert table in text
+    header, _, *rows = table.splitlines()
+    assert "0.2.0 difference [95% CI]" in header and "0.3.0 customized / base" in header
+    assert [r.split(" | ")[0] for r in rows] == ["| object-seen", "| style-seen"]
+    for row in rows:
+        old_cells = {c["part"]: c for c in before[0]["cells"] if c["prompt_type"] == "all"}
+        new_cells = {c["part"]: c for c in now[0]["cells"] if c["prompt_type"] == "all"}
+        part = row.split(" | ")[0].removeprefix("| ")
+        change = (
+            new_cells[part]["recall@10"]["difference"][0]
+            - old_cells[part]["recall@10"]["difference"][0]
+        )
+        assert change > 0 and row.endswith(f" | {change:+.3f} |")
+        assert "(CI includes 0)" not in row.split(" | ")[5]  # 0.3.0's interval is above 0
+
+
+def test_load_report_refuses_other_json(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"cells": []}))
+    with pytest.raises(ValueError, match="not a generation report"):
+        report.load_report(path)
+
+
+def test_report_command_refuses_a_bad_previous_report_in_one_line(tmp_path):
+    """Checked before any source is installed or image scored."""
+    from click.testing import CliRunner
+
+    from benchmark.cli import main
+
+    bad = tmp_path / "old.json"
+    bad.write_text("[not json")
+    args = ["splits", "report", "abc-mini", "--run", str(tmp_path), "--previous", str(bad)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and lines[0].startswith(f"error: {bad}: ")
+        and "cannot read report" in lines[0]
     )

@@ -104,6 +104,28 @@ def _sample_to(folder: Path, pipe, qids, texts, seeds, cfg: GenerateConfig) -> N
         image.save(folder / f"{qid}.png")
 
 
+def _round_robin(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """``specs`` interleaved by part (the first of each part, then the second, ...).
+
+    Each model is seeded on its own, so the order changes no result; it only makes a partial
+    run cover every test case early, so its signal can be checked before the run ends.
+    """
+    by_part: dict[str, list[ModelSpec]] = {}
+    for spec in specs:
+        by_part.setdefault(spec.part.value, []).append(spec)
+    rows = max((len(v) for v in by_part.values()), default=0)
+    return [v[i] for i in range(rows) for v in by_part.values() if i < len(v)]
+
+
+def _missing_images(folder: Path, info: dict, base_samples: bool) -> bool:
+    sides = ("queries", "base") if base_samples else ("queries",)
+    return any(
+        not (folder / side / f"{q['query_id']}.png").is_file()
+        for q in info["queries"]
+        for side in sides
+    )
+
+
 def generate_models(
     domain: Domain,
     cfg: GenerateConfig,
@@ -113,13 +135,23 @@ def generate_models(
     shard_index: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Customize and sample this shard's models; return their folders."""
+    """Customize and sample this shard's models; return their folders (in domain order).
+
+    A model with a ``done.json`` is not customized again. If its images are gone (only the
+    small ``delta/`` and ``done.json`` were kept), they are sampled again from base + delta
+    with the recorded prompts and seeds, which gives the same images.
+    """
     out = Path(out_dir)
-    folders = []
-    for spec in domain.models[shard_index::num_shards]:
+    mine = list(domain.models[shard_index::num_shards])
+    for spec in _round_robin(mine):
         folder = out / "models" / spec.model_id
-        folders.append(folder)
-        if (folder / "done.json").is_file():
+        done = folder / "done.json"
+        if done.is_file():
+            info = json.loads(done.read_text())
+            if _missing_images(folder, info, cfg.base_samples):
+                _resample(spec, cfg, folder, info["queries"])
+                if progress:
+                    progress(spec.model_id)
             continue
         started = time.perf_counter()
         pipe = load_base(cfg)
@@ -133,9 +165,6 @@ def generate_models(
         )
         save_delta(pipe, folder / "delta", cfg.customize.token, cfg.customize.delta_rank)
         customized = time.perf_counter()
-        regen = load_base(cfg)
-        load_delta(regen, folder / "delta")
-        base = load_base(cfg) if cfg.base_samples else None
         records = []
         for ptype in prompt_types(spec):
             texts = prompts(
@@ -145,16 +174,17 @@ def generate_models(
                 category=spec.noun,
                 template=cfg.template_prompts,
             )
-            seeds = [query_seed(spec.model_id, ptype, i) for i in range(len(texts))]
-            qids = [f"{spec.model_id}-{ptype.value}-{i:02d}" for i in range(len(texts))]
-            _sample_to(folder / "queries", regen, qids, texts, seeds, cfg)
-            for qid, text, seed in zip(qids, texts, seeds, strict=True):
+            for i, text in enumerate(texts):
                 records.append(
-                    {"query_id": qid, "prompt": text, "prompt_type": ptype.value, "seed": seed}
+                    {
+                        "query_id": f"{spec.model_id}-{ptype.value}-{i:02d}",
+                        "prompt": text,
+                        "prompt_type": ptype.value,
+                        "seed": query_seed(spec.model_id, ptype, i),
+                    }
                 )
-            if base is not None:
-                _sample_to(folder / "base", base, qids, [untokened(t) for t in texts], seeds, cfg)
-        (folder / "done.json").write_text(
+        _resample(spec, cfg, folder, records)
+        done.write_text(
             json.dumps(
                 {
                     "model_id": spec.model_id,
@@ -175,7 +205,26 @@ def generate_models(
         )
         if progress:
             progress(spec.model_id)
-    return folders
+    return [out / "models" / spec.model_id for spec in mine]
+
+
+def _resample(spec: ModelSpec, cfg: GenerateConfig, folder: Path, records: list[dict]) -> None:
+    """Sample a model's queries from base + its saved delta (and base samples if configured).
+
+    Queries are sampled per prompt type in the recorded order, batch by batch, exactly as
+    when the model was first generated.
+    """
+    regen = load_base(cfg)
+    load_delta(regen, folder / "delta")
+    base = load_base(cfg) if cfg.base_samples else None
+    for ptype in dict.fromkeys(r["prompt_type"] for r in records):
+        rows = [r for r in records if r["prompt_type"] == ptype]
+        qids = [r["query_id"] for r in rows]
+        texts = [r["prompt"] for r in rows]
+        seeds = [r["seed"] for r in rows]
+        _sample_to(folder / "queries", regen, qids, texts, seeds, cfg)
+        if base is not None:
+            _sample_to(folder / "base", base, qids, [untokened(t) for t in texts], seeds, cfg)
 
 
 def freeze(

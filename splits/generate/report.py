@@ -13,6 +13,7 @@ more like their exemplars than the same prompts and seeds without customization 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,12 +235,19 @@ def write_report(
     results: Sequence[dict],
     seconds: dict[str, float],
     sheet: str | None,
+    version: str | None = None,
+    previous: dict | None = None,
 ) -> Path:
-    """The committed generation report (markdown) with every number it rests on."""
+    """The committed generation report (markdown) with every number it rests on.
+
+    The numbers go beside it as JSON (``version``, ``seconds``, ``results``), which a later
+    report reads back as ``previous`` to print the two versions side by side.
+    """
     primary = results[0]
     verdict = "positive in every test case" if all_positive(primary) else "NOT positive everywhere"
+    title = f"{recipe_name} {version}" if version else recipe_name
     lines = [
-        f"# {recipe_name}: generation report",
+        f"# {title}: generation report",
         "",
         "Written by `attrib-bench splits report` (`splits/generate/report.py`). Each customized",
         "model's queries are compared with base-model samples from the same prompts without the",
@@ -258,6 +266,15 @@ def write_report(
     ]
     if sheet:
         lines += [f"![contact sheet]({sheet})", ""]
+    if previous is not None:
+        for metric in ("recall@10", "mAP"):
+            lines += [
+                f"## {primary['feature']['name']}: {metric}, "
+                f"{previous.get('version') or 'previous'} vs {version or 'this run'}",
+                "",
+                comparison_table(previous, {"version": version, "results": results}, metric),
+                "",
+            ]
     for result in results:
         spec = ", ".join(f"{k}={v}" for k, v in result["feature"].items() if k != "name")
         for metric in ("mAP", "recall@10"):
@@ -270,5 +287,55 @@ def write_report(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines), encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(list(results), indent=1) + "\n")
+    numbers = {"name": recipe_name, "version": version, "seconds": seconds, "results": results}
+    out.with_suffix(".json").write_text(json.dumps(numbers, indent=1) + "\n")
     return out
+
+
+def load_report(path: str | Path) -> dict:
+    """A report's numbers as ``write_report`` stores them.
+
+    Reports written before versions were recorded hold a bare list of results; their
+    version is taken from a ``-X.Y.Z-`` part of the file name when there is one.
+    """
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, list):
+        match = re.search(r"-(\d+\.\d+\.\d+)-", path.name)
+        data = {"version": match.group(1) if match else None, "results": data}
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise ValueError(f"{path}: not a generation report's JSON (no results)")
+    return data
+
+
+def comparison_table(previous: dict, current: dict, metric: str = "recall@10") -> str:
+    """Per test case (all prompt types): each version's customized / base and difference.
+
+    Uses each report's first feature (pixels); test cases missing from either side are left
+    out.
+    """
+    names = [r.get("version") or label for r, label in ((previous, "previous"), (current, "this"))]
+
+    def cells(report: dict) -> dict[str, dict]:
+        result = report["results"][0]
+        return {c["part"]: c for c in result["cells"] if c["prompt_type"] == "all"}
+
+    old, new = cells(previous), cells(current)
+    head = " | ".join(f"{n} customized / base | {n} difference [95% CI]" for n in names)
+    lines = [
+        f"| test case | models | {head} | change in difference |",
+        "|---|---:|" + "---|" * (2 * len(names)) + "---:|",
+    ]
+    for part in [p for p in new if p in old]:
+        row = [part, f"{old[part]['models']} / {new[part]['models']}"]
+        for cell in (old[part], new[part]):
+            m = cell[metric]
+            value, low, high = m["difference"]
+            mark = "" if low > 0 else " (CI includes 0)"
+            row += [
+                f"{m['customized']:.3f} / {m['base']:.3f}",
+                f"{value:+.3f} [{low:+.3f}, {high:+.3f}]{mark}",
+            ]
+        change = new[part][metric]["difference"][0] - old[part][metric]["difference"][0]
+        lines.append("| " + " | ".join(row) + f" | {change:+.3f} |")
+    return "\n".join(lines)
