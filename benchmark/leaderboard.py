@@ -177,6 +177,18 @@ def markdown(entries: list[Entry]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _identity(e: Entry) -> dict[str, Any]:
+    """What every site row of an entry carries: its key, name, kind, badge and report link."""
+    return {
+        "key": e.key,
+        "submission": e.name,
+        "kind": e.result["submission"]["kind"],
+        "benchmark": e.benchmark,
+        "verified": e.verified is not None,
+        "report": pages.site_href("reports", *e.key.split("/"), "index.html"),
+    }
+
+
 def site_rows(entries: list[Entry]) -> list[dict[str, Any]]:
     """One row per entry x test case x prompt type: the per-cell numbers an entry's expanded
     row shows."""
@@ -185,12 +197,7 @@ def site_rows(entries: list[Entry]) -> list[dict[str, Any]]:
         for cell in e.result["metrics"]:
             rows.append(
                 {
-                    "key": e.key,
-                    "submission": e.name,
-                    "kind": e.result["submission"]["kind"],
-                    "benchmark": e.benchmark,
-                    "verified": e.verified is not None,
-                    "report": pages.site_href("reports", *e.key.split("/"), "index.html"),
+                    **_identity(e),
                     "test_case": cell["test_case"],
                     "prompt_type": cell["prompt_type"],
                     "queries": cell["num_queries"],
@@ -213,12 +220,7 @@ def site_entries(entries: list[Entry]) -> list[dict[str, Any]]:
     for e, head, avg in ranking.ranked(entries):
         out.append(
             {
-                "key": e.key,
-                "submission": e.name,
-                "kind": e.result["submission"]["kind"],
-                "benchmark": e.benchmark,
-                "verified": e.verified is not None,
-                "report": pages.site_href("reports", *e.key.split("/"), "index.html"),
+                **_identity(e),
                 "headline": round(head, 6),
                 "average_rank": round(avg, 6),
                 "headline_text": number(head),

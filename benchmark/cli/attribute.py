@@ -6,18 +6,18 @@ from pathlib import Path
 
 import click
 
-from benchmark.cli.common import ensure_dir, sandbox_options, submission_or_baseline, weights_option
+from benchmark.cli.common import (
+    ensure_dir,
+    sandbox_options,
+    submission_option,
+    submission_or_baseline,
+    weights_option,
+)
 
 
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--submission",
-    "-s",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Extractor submission folder (runs in the sandbox).",
-)
+@submission_option("Extractor submission folder (runs in the sandbox).")
 @click.option("--baseline", default=None, help="A catalog baseline instead, e.g. pixels.")
 @weights_option
 @click.option(

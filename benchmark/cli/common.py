@@ -57,6 +57,13 @@ def ensure_dir(path: Path, option: str, create: bool = True) -> Path:
     return path
 
 
+def submission_option(help: str):
+    """``--submission/-s FOLDER``, with the help text of the command that takes it."""
+    return click.option(
+        "--submission", "-s", type=click.Path(path_type=Path), default=None, help=help
+    )
+
+
 weights_option = click.option(
     "--weights",
     type=click.Path(path_type=Path),

@@ -11,6 +11,7 @@ from benchmark.cli.common import (
     ensure_dir,
     report_benchmark,
     sandbox_options,
+    submission_option,
     submission_or_baseline,
     weights_option,
 )
@@ -20,13 +21,7 @@ from benchmark.listing import WHAT
 
 
 @click.command()
-@click.option(
-    "--submission",
-    "-s",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Submission folder (holding submission.yaml).",
-)
+@submission_option("Submission folder (holding submission.yaml).")
 @click.option(
     "--baseline",
     default=None,

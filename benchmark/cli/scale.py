@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from benchmark.cli.common import ensure_dir
+from benchmark.cli.common import ensure_dir, submission_option
 from benchmark.errors import AttribBenchError
 
 
@@ -164,13 +164,7 @@ def scaled_run(scale: Scale | None, run, submission, benchmark, config, options)
     default=None,
     help="Folder for result.json (default: results/<benchmark>/<submission>).",
 )
-@click.option(
-    "--submission",
-    "-s",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The submission folder (default: the path the shards recorded).",
-)
+@submission_option("The submission folder (default: the path the shards recorded).")
 @click.option(
     "--benchmark",
     "-b",
