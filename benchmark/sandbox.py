@@ -230,7 +230,8 @@ class _Child:
 
     def ended(self) -> str:
         """How the child ended, in words."""
-        assert self.proc is not None
+        if self.proc is None:
+            return "was never started"
         try:
             rc = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -266,7 +266,8 @@ def read_partials(
             if not np.array_equal(part.exemplar_scores, merged.exemplar_scores, equal_nan=True):
                 raise _fail(path, "exemplar_scores", "differ between shards", "rerun it")
             merged = merged.merge(part, expect[0])
-    assert first is not None and merged is not None
+    if first is None or merged is None:  # _find_partials refuses an empty list already
+        raise _fail(Path(dirs[0]), "merge", "no partial-*.json files", "run evaluate --shard")
     missing = sorted(set(range(first["shard"]["count"])) - seen)
     if missing:
         raise _fail(
