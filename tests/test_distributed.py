@@ -25,8 +25,10 @@ from benchmark.distributed import evaluate_distributed, finish
 from benchmark.evaluation import RunOptions
 from benchmark.fileio import dumps_json
 from benchmark.results import stable_view
-result = evaluate_distributed(sys.argv[1], sys.argv[2], options=RunOptions(progress=False))
-finish()
+try:  # as the CLI does: tear the process group down however the run ends
+    result = evaluate_distributed(sys.argv[1], sys.argv[2], options=RunOptions(progress=False))
+finally:
+    finish()
 if result is not None:
     open(sys.argv[3], "w").write(dumps_json(stable_view(result)))
 """
