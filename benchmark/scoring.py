@@ -13,7 +13,6 @@ large for one machine is scored shard by shard and merged.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ _SAFE_NORM = (2.0**-40, 2.0**40)
 # paths give identical counts.
 USE_FUSED = True
 # Threads of the fused CPU engine (None: torch.get_num_threads()); 1 gives the serial loop
-# (multi-threaded GEMM per tile, then the kernel). See _pipelined.
+# (multi-threaded GEMM per tile, then the kernel). See benchmark.scoring_pipeline.
 PIPELINE_THREADS: int | None = None
 
 
@@ -364,91 +363,27 @@ def score_features(
         tile = q[rows] @ x.T
         ex_scores[rows] = torch.gather(tile, 1, index[rows])
     acc = _Accumulator(ex_scores, n, top_n)
+    from benchmark import scoring_pipeline
+
+    chunks = scoring_pipeline.normalized_chunks(
+        distractor_chunks, DISTRACTOR_CHUNK, normalize, distractor_name, source
+    )
     workers = min(PIPELINE_THREADS or torch.get_num_threads(), len(q))
     if acc.kernel is not None and workers > 1:
-        _pipelined(q, acc, distractor_chunks, distractor_name, source, workers, progress)
+        scoring_pipeline.run(q, acc, chunks, workers, QUERY_BLOCK, progress)
         return _finish(acc, order, query_ids, exemplar_ids, ex_scores)
-    col0 = 0
     buffer = torch.empty(0)
     with torch.inference_mode():
-        for chunk in distractor_chunks(DISTRACTOR_CHUNK):
-            d = normalize(
-                chunk, "distractor features", lambda i, c0=col0: distractor_name(c0 + i), source
-            )
+        for d, col0 in chunks:
             for start in range(0, len(q), QUERY_BLOCK):
                 rows = slice(start, start + QUERY_BLOCK)
                 block = q[rows]
                 tile = buffer.resize_(len(block), len(d))
                 torch.mm(block, d.T, out=tile)
                 acc.update(rows, tile, col0)
-            col0 += len(d)
             if progress:
                 progress(len(d))
     return _finish(acc, order, query_ids, exemplar_ids, ex_scores)
-
-
-def _pipelined(
-    q: torch.Tensor,
-    acc: _Accumulator,
-    distractor_chunks: Callable[[int], Iterator[torch.Tensor]],
-    distractor_name: Callable[[int], str | None],
-    source: str | Path | None,
-    workers: int,
-    progress: Callable[[int], None] | None,
-) -> None:
-    """The fused engine on ``workers`` threads, each a single-threaded GEMM + kernel pipeline.
-
-    Each thread owns a contiguous share of the query rows; per distractor chunk it computes
-    its own tiles with a one-thread GEMM and counts each tile right away, while the tile is
-    still in its core's cache, with the (GIL-free) kernel. No core idles while a serial
-    kernel runs, and no OpenMP barrier joins the cores after every small GEMM (on a loaded
-    2-core machine those barriers made 1024 x 1024 tiles 2-4x slower than one big GEMM,
-    benchmarks/bench_scoring.py). The main thread normalizes the next chunk meanwhile.
-    """
-    share = -(-len(q) // workers)
-    groups = [
-        [slice(s, min(s + QUERY_BLOCK, b)) for s in range(a, b, QUERY_BLOCK)]
-        for a, b in ((w * share, min(len(q), (w + 1) * share)) for w in range(workers))
-        if a < b
-    ]
-    buffers = [torch.empty(0) for _ in groups]
-
-    def work(g: int, d: torch.Tensor, col0: int) -> None:
-        with torch.inference_mode():
-            for rows in groups[g]:
-                tile = buffers[g].resize_(rows.stop - rows.start, len(d))
-                torch.mm(q[rows], d.T, out=tile)
-                acc.update(rows, tile, col0)
-
-    def normalized() -> Iterator[torch.Tensor]:
-        col0 = 0
-        for chunk in distractor_chunks(DISTRACTOR_CHUNK):
-            with torch.inference_mode():
-                yield normalize(
-                    chunk, "distractor features", lambda i, c0=col0: distractor_name(c0 + i), source
-                )
-            col0 += len(chunk)
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)  # per-call GEMMs single-threaded; the workers are the threads
-    try:
-        with ThreadPoolExecutor(len(groups), thread_name_prefix="scoring") as pool:
-            col0, pending = 0, None
-            for d in normalized():  # normalizing chunk k+1 overlaps the work on chunk k
-                if pending is not None:
-                    for f in pending[0]:
-                        f.result()
-                    if progress:
-                        progress(pending[1])
-                pending = ([pool.submit(work, g, d, col0) for g in range(len(groups))], len(d))
-                col0 += len(d)
-            if pending is not None:
-                for f in pending[0]:
-                    f.result()
-                if progress:
-                    progress(pending[1])
-    finally:
-        torch.set_num_threads(saved)
 
 
 def score_dense(

@@ -201,3 +201,68 @@ def test_kernel_skips_only_exemplars_nothing_can_reach():
     kernels.count_and_insert(scores, thr, n, above, ties, top_val, top_idx, 0)
     assert above.tolist() == (scores[:, None, :] > thr[:, :, None]).sum(2).tolist()
     assert ties.tolist() == (scores[:, None, :] == thr[:, :, None]).sum(2).tolist()
+
+
+def test_no_top_n_keeps_counts_exact(small_tiles):
+    """top_n=0 (counts only): the kernel's branch without a floor counts every exemplar."""
+    q, x, d, ex = make_case(6)
+    rc = run_features(q, x, d, ex, top_n=0)
+    above, ties, _ = naive(q, x, d, ex)
+    for i, cols in enumerate(ex):
+        assert rc.above[i, : len(cols)].tolist() == above[i]
+        assert rc.ties[i, : len(cols)].tolist() == ties[i]
+    assert rc.top_index.shape == (len(q), 0)
+
+
+def test_float64_dense_scores_one_ulp_apart_are_not_tied(small_tiles):
+    """A float64 dense file is compared in float64: the kernel's thresholds keep its dtype."""
+    base = np.array([0.5, 0.25, -0.125, 0.0])
+    matrix = np.zeros((2, 40))
+    matrix[:, :30] = np.resize(base, 30)
+    matrix[:, 3] = np.nextafter(0.5, 1.0)  # one float64 ulp above the exemplar
+    matrix[:, 30] = 0.5  # each query's exemplar
+    rc = scoring.score_dense(
+        matrix, 30, [[30], [30]], query_ids=["a", "b"], exemplar_ids=[("e",), ("e",)], top_n=5
+    )
+    expected_above = int((matrix[0, :30] > 0.5).sum())
+    expected_ties = int((matrix[0, :30] == 0.5).sum())
+    assert expected_above == 1 and expected_ties > 0
+    assert rc.above[:, 0].tolist() == [expected_above] * 2
+    assert rc.ties[:, 0].tolist() == [expected_ties] * 2
+
+
+def test_zero_distractor_row_stops_every_engine_with_its_name(small_tiles):
+    from benchmark.errors import AttribBenchError
+
+    q, x, d, ex = make_case(7)
+    d[150] = 0
+    with pytest.raises(AttribBenchError, match="row 'd150' is all zeros"):
+        scoring.score_features(
+            torch.from_numpy(q),
+            torch.from_numpy(x),
+            ex,
+            lambda size: (torch.from_numpy(d[a : a + size]) for a in range(0, len(d), size)),
+            query_ids=[str(i) for i in range(len(q))],
+            exemplar_ids=[tuple(map(str, e)) for e in ex],
+            distractor_ids=[f"d{i}" for i in range(len(d))],
+        )
+
+
+def test_a_failing_tile_propagates_and_no_thread_is_left_waiting(small_tiles, monkeypatch):
+    """An error inside a worker's tile reaches the caller (the producer never blocks on a
+    full queue), and the next run starts clean."""
+    q, x, d, ex = make_case(8)
+    update = scoring._Accumulator.update
+
+    def failing(self, rows, scores, col0):
+        if col0 >= 39:
+            raise RuntimeError("tile failed")
+        update(self, rows, scores, col0)
+
+    monkeypatch.setattr(scoring._Accumulator, "update", failing)
+    with pytest.raises(RuntimeError, match="tile failed"):
+        run_features(q, x, d, ex)
+    monkeypatch.setattr(scoring._Accumulator, "update", update)
+    above, _, _ = naive(q, x, d, ex)
+    rc = run_features(q, x, d, ex)
+    assert [rc.above[i, : len(c)].tolist() for i, c in enumerate(ex)] == above
