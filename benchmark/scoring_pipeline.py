@@ -11,8 +11,8 @@ holding the others at a per-chunk barrier.
 Why not one multi-threaded GEMM per tile followed by the kernel: the kernel would then run
 on one core while the other idles (or spins in OpenMP), and a numba thread pool alternating
 with torch's OpenMP pool made both spin against each other. A per-chunk barrier between the
-workers cost 10-15% on this project's 2-core machine (``benchmarks/bench_scoring.py``,
-docs/performance.md); the queues removed it.
+workers cost about 8% at bench_scoring's default size on this project's 2-core machine
+(0.75 -> 0.81 of the bare GEMM, docs/performance.md); the queues removed it.
 
 Workers never write the same rows, so the shared accumulator needs no lock, and the results
 are identical to the serial loop's whatever the interleaving (tests/test_scoring.py).
