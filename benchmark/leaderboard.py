@@ -261,7 +261,7 @@ def build(
     benchmark build, insane values) is left out and reported to ``on_error`` (default: one
     warning line on stderr), so one bad file never breaks the board for everyone.
     """
-    from benchmark.report import shared_ylim, write_report
+    from benchmark.report import complete_report, shared_ylim, write_report
 
     root = Path(root)
     entries = read_store(root, on_error)
@@ -275,10 +275,14 @@ def build(
             if progress:
                 progress(f"report {e.key}")
             bench = benchmark_for(e.result) if benchmark_for else None
+            out = site / "reports" / e.key
+            if bench is None and complete_report(out, e.result):
+                # An earlier benchmark version is no longer embedded: keep the report drawn
+                # with it (gallery, chance levels) rather than redraw one without them.
+                written.append(out / "index.html")
+                continue
             peers = [p.result for p in entries if p.benchmark == e.benchmark]
-            written.append(
-                write_report(e.result, site / "reports" / e.key, bench, ylim=shared_ylim(peers))
-            )
+            written.append(write_report(e.result, out, bench, ylim=shared_ylim(peers)))
     index = site / "index.html"
     write_text_atomic(index, render_site(entries))
     written.append(index)

@@ -22,6 +22,9 @@ available (as for the gallery).
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import math
 from pathlib import Path
 from typing import Any
@@ -478,6 +481,25 @@ def write_report(
         figures.append(("Gallery", plot_gallery(result, bench, out / "gallery.png")))
     context = page_context(result, [(t, p.name) for t, p in figures], bench is not None, known)
     context["entry"] = site_href_entry(result)
+    context["digest"] = result_digest(result)
+    context["complete"] = int(bench is not None)
     path = out / "index.html"
     write_text_atomic(path, render("report.html", **context))
     return path
+
+
+def result_digest(result: dict[str, Any]) -> str:
+    """sha256 of the result's canonical JSON: which result a report page was drawn from."""
+    text = json.dumps(result, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def complete_report(out_dir: str | Path, result: dict[str, Any]) -> bool:
+    """True if ``out_dir`` holds a report of exactly ``result`` that was drawn with its
+    benchmark (gallery and chance levels): rebuilding it without the benchmark would lose
+    them, so ``leaderboard build`` keeps it."""
+    page = Path(out_dir) / "index.html"
+    if not page.is_file():
+        return False
+    head = page.read_text(encoding="utf-8", errors="replace")[:4096]
+    return f'data-result="{result_digest(result)}" data-complete="1"' in head

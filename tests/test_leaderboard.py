@@ -418,6 +418,24 @@ def test_build_twice_gives_identical_bytes(store, tiny):
     assert "newest" not in page and "20" + "26-" not in page.split("<script")[0]
 
 
+def test_build_keeps_reports_drawn_with_a_benchmark_that_is_gone(store, tiny, results):
+    """After a new benchmark version replaces the embedded one, rebuilding the board keeps
+    the earlier version's reports (gallery, chance levels) instead of redrawing them without;
+    a report whose result changed is redrawn."""
+    lb.build(store, benchmark_for=lambda result: tiny)
+    pixels = next(iter((store / "site" / "reports").glob("*/pixels")))
+    assert (pixels / "gallery.png").is_file()
+    before = (pixels / "index.html").read_bytes()
+    lb.build(store, benchmark_for=lambda result: None)  # the benchmark is no longer available
+    assert (pixels / "index.html").read_bytes() == before
+    assert "Gallery skipped" not in before.decode()
+    changed = copy.deepcopy(results["pixels"])
+    changed["submission"]["description"] = "re-run"
+    store_result(store / lb.RESULTS_DIR, changed, replace=True)
+    lb.build(store, benchmark_for=lambda result: None)
+    assert "Gallery skipped" in (pixels / "index.html").read_text(encoding="utf-8")
+
+
 def test_reports_of_one_board_share_their_y_axes(store, results):
     from benchmark.report import shared_ylim
 
