@@ -62,12 +62,12 @@ def _count(row: np.ndarray, t: float) -> tuple[int, int]:
 
 # Scores are read in blocks of HIT_BLOCK: the first pass counts each block (vectorized), and
 # only a block holding a score above the row's top-N floor is read again, one score at a
-# time, to insert it into the heap while the block is still in L1. Reading every row of a
-# tile twice (once to count, once to insert) spent 1.3x more than the heap itself: at
-# bench_scoring's default size ~85% of the rows of a tile hold one or more scores above the
-# floor, but those scores are one or two among the row's 1,024. 64 was the fastest measured
-# (single worker, 1,000 x 200k x 512: top-N cost 0.142 s over plain counting unblocked,
-# 0.098 s at 64, 0.104 s at 32 and 128, 0.119 s at 256); smaller blocks lose vectorization.
+# time, to insert it into the heap while the block is still in L1. The previous kernel
+# re-read the whole row whenever any of its scores beat the floor, which in a 1,024-wide tile
+# is most rows until the floor settles (top-100 of 200k: ~100 ln(200k / 1k) = 530 insertions
+# per query, spread over the first tiles). Measured on one worker, 1,000 queries x 200k x 512
+# (time of the kernel over plain counting): whole-row re-read 0.142 s; blocks of 32 / 64 /
+# 128 / 256: 0.105 / 0.098 / 0.104 / 0.119 s. Smaller blocks lose vectorization.
 HIT_BLOCK = 64
 
 

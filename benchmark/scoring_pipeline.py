@@ -62,10 +62,11 @@ def run(
 
     def work(g: int) -> None:
         # OpenMP's thread count is per thread: a thread the main thread's
-        # torch.set_num_threads(1) did not run in starts with the default, and MKL then
-        # runs each "single-threaded" GEMM on a team of its own: two workers kept four
-        # threads busy on two cores, each GEMM 12% slower than the bare 2-thread GEMM's
-        # share (1000 x 512 x 1024: 7.6 ms per worker instead of 6.6).
+        # torch.set_num_threads(1) did not run in starts with the default, and MKL may then
+        # run a "single-threaded" GEMM on a team of its own. Two bare threads doing
+        # 1000 x 512 x 1024 GEMMs side by side took 7.6 ms each without this line, 6.6 ms
+        # with it; inside this pipeline the difference was smaller (GEMM time per worker at
+        # bench_scoring's default size 1.31 -> 1.28 s, six runs each).
         torch.set_num_threads(1)
         buffer = torch.empty(0)
         with torch.inference_mode():

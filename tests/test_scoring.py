@@ -203,6 +203,36 @@ def test_kernel_skips_only_exemplars_nothing_can_reach():
     assert ties.tolist() == (scores[:, None, :] == thr[:, :, None]).sum(2).tolist()
 
 
+@pytest.mark.parametrize("width", [1, 63, 64, 65, 130, 300])
+def test_kernel_top_n_across_hit_blocks_keeps_the_first_of_equal_scores(width):
+    """Tiles of every width around the kernel's hit block, many ties: after all tiles, each
+    row's top N equals numpy's N best by (score descending, position ascending), and the
+    counts equal numpy's."""
+    kernels = pytest.importorskip("benchmark._kernels")
+    rng = np.random.default_rng(width)
+    rows, total, n_top = 5, 700, 7
+    scores = (rng.integers(-6, 7, size=(rows, total)) / 4).astype(np.float32)
+    thr = (rng.integers(-6, 7, size=(rows, 3)) / 4).astype(np.float32)
+    n = np.array([3, 1, 2, 3, 0], np.int64)
+    thr[np.arange(3)[None, :] >= n[:, None]] = np.inf
+    above = np.zeros((rows, 3), np.int64)
+    ties = np.zeros((rows, 3), np.int64)
+    top_val = np.full((rows, n_top), -np.inf, np.float32)
+    top_idx = np.full((rows, n_top), -1, np.int64)
+    for c0 in range(0, total, width):
+        tile = np.ascontiguousarray(scores[:, c0 : c0 + width])
+        kernels.count_and_insert(tile, thr, n, above, ties, top_val, top_idx, c0)
+    got_idx, got_val = scoring.sort_top(top_idx, top_val.astype(np.float64))
+    for i in range(rows):
+        best = np.lexsort((np.arange(total), -scores[i]))[:n_top]
+        assert got_idx[i].tolist() == best.tolist()
+        assert got_val[i].tolist() == scores[i, best].tolist()
+        for j in range(n[i]):
+            assert above[i, j] == (scores[i] > thr[i, j]).sum()
+            assert ties[i, j] == (scores[i] == thr[i, j]).sum()
+    assert (above[n[:, None] <= np.arange(3)[None, :]] == 0).all()
+
+
 def test_no_top_n_keeps_counts_exact(small_tiles):
     """top_n=0 (counts only): the kernel's branch without a floor counts every exemplar."""
     q, x, d, ex = make_case(6)
