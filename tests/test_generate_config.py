@@ -36,6 +36,9 @@ def test_unknown_setting_is_named(tmp_path):
     path.write_text(json.dumps({"base_model": "a/b", "domain": {"max_models": {"tset": 3}}}))
     with pytest.raises(AttribBenchError, match=r"domain\.max_models\.tset"):
         load_recipe(path)
+    path.write_text(json.dumps({"base_model": "a/b", "pretrain": {"lr_schedule": "cosin"}}))
+    with pytest.raises(AttribBenchError, match=r"pretrain.*'cosin' is not one of constant, cosine"):
+        load_recipe(path)
     path.write_text("{")
     with pytest.raises(AttribBenchError, match="cannot read config"):
         load_recipe(path)

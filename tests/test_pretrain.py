@@ -11,9 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from splits.generate.model import SMOKE as SMALL
-from splits.generate.pretrain import PretrainConfig, pretrain
+from splits.generate.pretrain import PretrainConfig, lr_factor, pretrain
 
 CFG = PretrainConfig(vae_steps=3, unet_steps=4, batch_size=4, checkpoint_every=2)
+COSINE = PretrainConfig(
+    vae_steps=3, unet_steps=4, batch_size=4, checkpoint_every=2, lr_schedule="cosine",
+    warmup_steps=1,
+)  # fmt: skip
 
 
 def data():
@@ -44,20 +48,60 @@ def kill_at(stage, step):
     return progress
 
 
-def test_pretrain_killed_and_resumed_matches_uninterrupted(tmp_path):
+def test_lr_factor_by_hand():
+    assert [lr_factor("constant", 0, 6, k) for k in range(6)] == [1.0] * 6
+    # warm-up 2 of 6 steps: 1/2, 2/2, then 0.5 (1 + cos(pi (k - 2) / 4)) for k = 2..5
+    got = [lr_factor("cosine", 2, 6, k) for k in range(6)]
+    want = [0.5, 1.0, 1.0, 0.5 + 0.5 * 2**-0.5, 0.5, 0.5 - 0.5 * 2**-0.5]
+    assert np.allclose(got, want, rtol=0, atol=1e-15)
+    assert lr_factor("cosine", 0, 4, 0) == 1.0 and lr_factor("cosine", 0, 4, 4) == 0.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        PretrainConfig(lr_schedule="linear")
+
+
+def test_each_step_uses_the_scheduled_learning_rate(tmp_path):
+    """One parameter with loss p: its gradient is always 1, so every Adam step moves p by
+    exactly the step's learning rate (up to Adam's eps), and p ends at -sum(lr_k)."""
+    from splits.generate.pretrain import _run_stage
+
+    p = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+    module = torch.nn.Module()
+    module.p = p
+    cfg = PretrainConfig(batch_size=1, checkpoint_every=100, lr_schedule="cosine", warmup_steps=2)
+    steps, lr = 7, 0.01
+    _run_stage(
+        tmp_path, "vae", {"m": module}, lr, steps, 4, lambda idx, gen: p * 1.0, cfg, None,
+        torch.device("cpu"),
+    )  # fmt: skip
+    want = -sum(lr * lr_factor("cosine", 2, steps, k) for k in range(steps))
+    assert abs(float(p.detach()) - want) < 1e-8
+    assert abs(want + lr * steps) > 0.01  # a constant rate would end elsewhere
+
+
+@pytest.mark.parametrize("cfg", [CFG, COSINE], ids=["constant", "cosine"])
+def test_pretrain_killed_and_resumed_matches_uninterrupted(tmp_path, cfg):
     images, captions = data()
-    whole = pretrain(tmp_path / "whole", images, captions, SMALL, CFG)
+    whole = pretrain(tmp_path / "whole", images, captions, SMALL, cfg)
     assert (whole / "model_index.json").is_file()
     # Killed mid-stage twice (after a step, before its checkpoint), then rerun to the end.
     for stage, step in (("vae", 3), ("unet", 3)):
         with pytest.raises(Killed):
             pretrain(
-                tmp_path / "resumed", images, captions, SMALL, CFG, progress=kill_at(stage, step)
+                tmp_path / "resumed", images, captions, SMALL, cfg, progress=kill_at(stage, step)
             )
-    resumed = pretrain(tmp_path / "resumed", images, captions, SMALL, CFG)
+    resumed = pretrain(tmp_path / "resumed", images, captions, SMALL, cfg)
     a, b = weights(whole), weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] == b[k]).all(), k
     # Shipped in fp16; loads upcast to fp32 for customization and sampling.
     assert all(v.dtype == torch.float16 for v in a.values() if v.is_floating_point())
+
+
+@pytest.mark.gpu
+def test_pretrain_on_cuda_runs_and_ships_fp16(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    images, captions = data()
+    w = weights(pretrain(tmp_path / "cuda", images, captions, SMALL, COSINE, device="cuda"))
+    assert all(v.dtype == torch.float16 and torch.isfinite(v).all() for v in w.values())

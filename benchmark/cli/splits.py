@@ -66,11 +66,17 @@ _sources_cache = click.option(
     is_flag=True,
     help="When done, copy the model (and its training log) to the recipe's base_model folder.",
 )
-def splits_pretrain(config, out, cache, install):
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Train on this torch device (cuda, cuda:1, ...); randomness stays on the CPU.",
+)
+def splits_pretrain(config, out, cache, install, device):
     """Pretrain the tiny base model of CONFIG (resumable: rerun the same command)."""
     from splits.generate.pretrain import install_base_model, pretrain_recipe
 
-    path, num_images = pretrain_recipe(config, out, cache)
+    path, num_images = pretrain_recipe(config, out, cache, device)
     click.echo(f"wrote {path} ({num_images} training images)")
     if install:
         click.echo(f"installed as {install_base_model(config, out)}")

@@ -45,7 +45,10 @@ def _build(cls, data: dict[str, Any], source: Path, field: str):
             "unknown setting",
             f"use one of {', '.join(sorted(known))}",
         )
-    return cls(**data)
+    try:
+        return cls(**data)
+    except ValueError as exc:  # a setting's own check (__post_init__)
+        raise AttribBenchError(source, field, str(exc), f"change {field} in the recipe") from None
 
 
 def resolve_base_model(value: str) -> str:

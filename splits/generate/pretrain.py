@@ -3,7 +3,11 @@
 Seeded and resumable: the data order of every epoch is a permutation drawn from (seed, epoch),
 each step's noise comes from a generator seeded by (seed, stage, step), and a checkpoint holds
 the weights, the optimizer state and the step, so a run that is stopped and resumed ends with
-exactly the weights of an uninterrupted run.
+exactly the weights of an uninterrupted run. The learning rate is a function of the step alone
+(constant, or a linear warm-up then a cosine decay to zero), so resuming needs nothing more.
+A run may train on a GPU (``device``): its randomness is still drawn on the CPU and moved, so
+it sees the same batches, noise and timesteps as a CPU run; the weights differ only by the
+device's floating-point rounding.
 
 Stage 1 trains the f=4 ``AutoencoderKL`` (reconstruction + a small KL term) and then sets its
 ``scaling_factor`` so that latents have unit variance, as Stable Diffusion's does. Stage 2
@@ -14,6 +18,7 @@ the time so classifier-free guidance works at sampling time.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +41,31 @@ class PretrainConfig:
     caption_dropout: float = 0.1
     checkpoint_every: int = 500
     seed: int = 0
+    # "constant", or "cosine": linear warm-up over warmup_steps, then a cosine decay towards 0
+    # at the stage's end (each stage, autoencoder and UNet, has its own schedule).
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}"
+            )
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be >= 0")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, warmup: int, steps: int, step: int) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of a ``steps``-step stage."""
+    if schedule == "constant":
+        return 1.0
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
 
 
 def _batches(n: int, batch: int, seed: int, start_step: int):
@@ -78,12 +108,14 @@ class _Checkpoints:
                     f.unlink()
                 old.rmdir()
 
-    def load(self, path: Path, modules: dict, opt: torch.optim.Optimizer) -> int:
+    def load(
+        self, path: Path, modules: dict, opt: torch.optim.Optimizer, device: torch.device
+    ) -> int:
         from safetensors.torch import load_file
 
         for name, module in modules.items():
             module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
-        state = torch.load(path / "optimizer.pt", weights_only=True)
+        state = torch.load(path / "optimizer.pt", weights_only=True, map_location=device)
         opt.load_state_dict(state["optimizer"])
         return json.loads((path / "state.json").read_text())["step"]
 
@@ -98,6 +130,7 @@ def _run_stage(
     loss_fn: Callable[[np.ndarray, torch.Generator], torch.Tensor],
     cfg: PretrainConfig,
     progress: Callable[[str, int, float], None] | None,
+    device: torch.device,
 ) -> None:
     """Train ``modules`` for ``steps`` steps from the stage's latest checkpoint.
 
@@ -108,7 +141,7 @@ def _run_stage(
     params = [p for m in modules.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     latest = ck.latest()
-    start = ck.load(latest, modules, opt) if latest else 0
+    start = ck.load(latest, modules, opt, device) if latest else 0
     for m in modules.values():
         m.train()
     stage_seed = cfg.seed * 1_000_003 + (0 if stage == "vae" else 500_009)
@@ -117,6 +150,8 @@ def _run_stage(
         if step >= steps:
             break
         gen.manual_seed(stage_seed + 7 * step)
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(cfg.lr_schedule, cfg.warmup_steps, steps, step)
         loss = loss_fn(idx, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -135,6 +170,7 @@ def pretrain(
     cfg: PretrainConfig,
     progress: Callable[[str, int, float], None] | None = None,
     extra_words: Sequence[str] = (),
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Train (or resume) and save the base pipeline to ``out_dir/pipeline``.
 
@@ -142,24 +178,37 @@ def pretrain(
         images: uint8 [N, H, W, 3] at the model's resolution.
         captions: one caption per image.
         extra_words: words the tokenizer must know beyond the captions' (the prompt lists').
+        device: where the models train ("cpu", "cuda", ...); randomness stays on the CPU.
     """
+    device = torch.device(device)
     out = Path(out_dir)
     torch.manual_seed(cfg.seed)
     words = [w for c in captions for w in c.replace(".", " ").replace(",", " ").split()]
     words += list(extra_words)
     tokenizer = build_tokenizer(words, model_cfg.max_tokens)
     vae, unet, text = build_models(model_cfg, len(tokenizer))
-    x_all = _to_tensor(images)
+    vae, unet, text = vae.to(device), unet.to(device), text.to(device)
+    x_all = _to_tensor(images).to(device)
 
     # Stage 1: autoencoder.
     def vae_loss(idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         x = x_all[idx]
         post = vae.encode(x).latent_dist
-        recon = vae.decode(post.sample(gen)).sample
+        eps = torch.randn(post.mean.shape, generator=gen).to(device)
+        recon = vae.decode(post.mean + post.std * eps).sample
         return F.mse_loss(recon, x) + cfg.kl_weight * post.kl().mean()
 
     _run_stage(
-        out, "vae", {"vae": vae}, cfg.lr_vae, cfg.vae_steps, len(x_all), vae_loss, cfg, progress
+        out,
+        "vae",
+        {"vae": vae},
+        cfg.lr_vae,
+        cfg.vae_steps,
+        len(x_all),
+        vae_loss,
+        cfg,
+        progress,
+        device,
     )
     vae.eval().requires_grad_(False)
     # The autoencoder is frozen from here on: encode every image once (mean and std of its
@@ -185,13 +234,14 @@ def pretrain(
     ).input_ids
 
     def unet_loss(idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        eps = torch.randn(lat_mean[idx].shape, generator=gen)
+        eps = torch.randn(lat_mean[idx].shape, generator=gen).to(device)
         latents = (lat_mean[idx] + lat_std[idx] * eps) * vae.config.scaling_factor
         ids = ids_all[idx].clone()
         ids[torch.rand(len(ids), generator=gen) < cfg.caption_dropout] = empty
-        noise = torch.randn(latents.shape, generator=gen)
+        noise = torch.randn(latents.shape, generator=gen).to(device)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), generator=gen)
-        pred = unet(sched.add_noise(latents, noise, t), t, text(ids)[0]).sample
+        t = t.to(device)
+        pred = unet(sched.add_noise(latents, noise, t), t, text(ids.to(device))[0]).sample
         return F.mse_loss(pred, noise)
 
     _run_stage(
@@ -204,12 +254,13 @@ def pretrain(
         unet_loss,
         cfg,
         progress,
+        device,
     )
     unet.eval()
     text.eval()
     # Shipped in fp16 (half the bytes). Everything downstream loads it upcast to fp32, so
     # customization and sampling run on exactly the shipped values.
-    pipe.to(torch.float16).save_pretrained(out / "pipeline")
+    pipe.to("cpu", torch.float16).save_pretrained(out / "pipeline")
     (out / "pipeline" / "pretrain.json").write_text(
         json.dumps(
             {"model": asdict(model_cfg), "pretrain": asdict(cfg), "images": len(x_all)}, indent=1
@@ -222,7 +273,7 @@ LOG_NAME = "train_log.tsv"
 
 
 def pretrain_recipe(
-    config: str | Path, out: str | Path, cache: Path | None = None
+    config: str | Path, out: str | Path, cache: Path | None = None, device: str = "cpu"
 ) -> tuple[Path, int]:
     """``splits pretrain``: load the recipe ``config`` and its domain's pretraining images,
     train (or resume) its base model into ``out`` with a progress bar, appending every 50th
@@ -264,7 +315,7 @@ def pretrain_recipe(
                     f.write(f"{stage}\t{step}\t{loss:.5f}\n")
 
         path = pretrain(
-            out, images, list(domain.captions), recipe.model, cfg, progress, prompt_words()
+            out, images, list(domain.captions), recipe.model, cfg, progress, prompt_words(), device
         )
     return path, len(images)
 
