@@ -105,3 +105,63 @@ def test_pretrain_on_cuda_runs_and_ships_fp16(tmp_path):
     images, captions = data()
     w = weights(pretrain(tmp_path / "cuda", images, captions, SMALL, COSINE, device="cuda"))
     assert all(v.dtype == torch.float16 and torch.isfinite(v).all() for v in w.values())
+
+
+def recipe_file(tmp_path, **domain):
+    """A recipe with the smoke-sized model and a 2 + 2-step pretraining."""
+    import json
+    from dataclasses import asdict
+
+    model = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(SMALL).items()}
+    path = tmp_path / "tiny.json"
+    path.write_text(
+        json.dumps(
+            {
+                "base_model": str(tmp_path / "base"),
+                "model": model,
+                "pretrain": {"vae_steps": 2, "unet_steps": 2, "batch_size": 4},
+                "domain": domain,
+            }
+        )
+    )
+    return path
+
+
+def test_pool_file_round_trip_and_training_from_it(tmp_path):
+    from splits.generate.config import load_recipe
+    from splits.generate.pretrain import load_pool, pretrain_recipe, save_pool
+
+    images, captions = data()
+    config = recipe_file(tmp_path)
+    domain = load_recipe(config).domain
+    save_pool(tmp_path / "pool.npz", images, captions, ["extra", "words"], domain)
+    got = load_pool(tmp_path / "pool.npz", domain, 64)
+    assert (got[0] == images).all() and got[1] == captions and got[2] == ["extra", "words"]
+    # Training reads the file, never the source packages (the cache folder does not exist).
+    path, n = pretrain_recipe(
+        config, tmp_path / "run", tmp_path / "no-sources", pool=tmp_path / "pool.npz"
+    )
+    assert n == len(images) and (path / "model_index.json").is_file()
+
+
+def test_pool_file_of_another_recipe_or_format_is_refused(tmp_path):
+    from benchmark.errors import AttribBenchError
+    from splits.generate.config import load_recipe
+    from splits.generate.pretrain import load_pool, save_pool
+
+    images, captions = data()
+    domain = load_recipe(recipe_file(tmp_path)).domain
+    other = load_recipe(recipe_file(tmp_path, held_out_fraction=0.5)).domain
+    save_pool(tmp_path / "pool.npz", images, captions, [], other)
+    with pytest.raises(AttribBenchError, match=r"stamp\.domain.*other domain settings"):
+        load_pool(tmp_path / "pool.npz", domain, 64)
+    save_pool(tmp_path / "pool.npz", images, captions, [], domain)
+    with pytest.raises(AttribBenchError, match=r"images.*not uint8 \[N, 32, 32, 3\]"):
+        load_pool(tmp_path / "pool.npz", domain, 32)
+    # An object array needs unpickling: refused, never loaded.
+    np.savez(tmp_path / "pickled.npz", images=np.array([object()], dtype=object))
+    with pytest.raises(AttribBenchError, match="not a pretraining pool file"):
+        load_pool(tmp_path / "pickled.npz", domain, 64)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(AttribBenchError, match="not a pretraining pool file"):
+        load_pool(tmp_path / "junk.npz", domain, 64)

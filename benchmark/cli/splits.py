@@ -72,11 +72,24 @@ _sources_cache = click.option(
     show_default=True,
     help="Train on this torch device (cuda, cuda:1, ...); randomness stays on the CPU.",
 )
-def splits_pretrain(config, out, cache, install, device):
+@click.option(
+    "--pool",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Train on the images of an --export-pool file (no source packages needed).",
+)
+@click.option(
+    "--export-pool",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the recipe's pretraining images and captions to this .npz and stop.",
+)
+def splits_pretrain(config, out, cache, install, device, pool, export_pool):
     """Pretrain the tiny base model of CONFIG (resumable: rerun the same command)."""
     from splits.generate.pretrain import install_base_model, pretrain_recipe
 
-    path, num_images = pretrain_recipe(config, out, cache, device)
+    path, num_images = pretrain_recipe(config, out, cache, device, pool, export_pool)
+    if export_pool is not None:
+        click.echo(f"wrote {path} ({num_images} pretraining images)")
+        return
     click.echo(f"wrote {path} ({num_images} training images)")
     if install:
         click.echo(f"installed as {install_base_model(config, out)}")

@@ -272,16 +272,86 @@ def pretrain(
 LOG_NAME = "train_log.tsv"
 
 
+POOL_FORMAT = "attrib-bench-pretrain-pool/1"
+
+
+def save_pool(
+    path: str | Path, images: np.ndarray, captions: Sequence[str], words: Sequence[str], domain
+) -> None:
+    """Write a recipe's pretraining images, captions and extra words to one ``.npz`` (no
+    pickles: strings are fixed-width unicode arrays), stamped with the recipe's domain
+    settings, so a machine without the source packages (a GPU box) can pretrain."""
+    stamp = json.dumps({"format": POOL_FORMAT, "domain": asdict(domain)}, sort_keys=True)
+    with open(path, "wb") as f:
+        np.savez_compressed(
+            f,
+            images=images,
+            captions=np.array(list(captions), dtype=str),
+            words=np.array(list(words), dtype=str),
+            stamp=np.array(stamp),
+        )
+
+
+def load_pool(path: str | Path, domain, image_size: int) -> tuple[np.ndarray, list, list]:
+    """(images, captions, words) of a :func:`save_pool` file made for this recipe.
+
+    Raises:
+        AttribBenchError: unreadable, another format, another recipe's domain or image size.
+    """
+    from benchmark.errors import AttribBenchError
+
+    def bad(field: str | None, problem: str) -> AttribBenchError:
+        return AttribBenchError(
+            path, field, problem, "export it with this recipe: splits pretrain CONFIG "
+            "--out RUN --export-pool FILE"
+        )  # fmt: skip
+
+    try:
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        if not is_zip:
+            raise bad(None, "not a pretraining pool file (not an .npz archive)")
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("images", "captions", "words", "stamp")}
+    except OSError as exc:
+        raise bad(None, f"cannot read it ({exc.strerror or exc})") from None
+    except KeyError as exc:
+        raise bad(str(exc).strip("'\""), "not a pretraining pool file (array missing)") from None
+    except ValueError:  # numpy refuses object arrays without unpickling: never done here
+        raise bad(None, "not a pretraining pool file (holds pickled objects)") from None
+    stamp = json.loads(str(arrays["stamp"]))
+    if stamp.get("format") != POOL_FORMAT:
+        raise bad("stamp.format", f"{stamp.get('format')!r} is not {POOL_FORMAT}")
+    if stamp.get("domain") != json.loads(json.dumps(asdict(domain))):
+        raise bad("stamp.domain", "exported from a recipe with other domain settings")
+    images = arrays["images"]
+    if images.dtype != np.uint8 or images.shape[1:] != (image_size, image_size, 3):
+        raise bad("images", f"{images.dtype} {tuple(images.shape)}, not uint8 [N, {image_size}, "
+                  f"{image_size}, 3]")  # fmt: skip
+    if len(arrays["captions"]) != len(images):
+        raise bad("captions", f"{len(arrays['captions'])} captions for {len(images)} images")
+    return images, arrays["captions"].tolist(), arrays["words"].tolist()
+
+
 def pretrain_recipe(
-    config: str | Path, out: str | Path, cache: Path | None = None, device: str = "cpu"
+    config: str | Path,
+    out: str | Path,
+    cache: Path | None = None,
+    device: str = "cpu",
+    pool: str | Path | None = None,
+    export_pool: str | Path | None = None,
 ) -> tuple[Path, int]:
     """``splits pretrain``: load the recipe ``config`` and its domain's pretraining images,
     train (or resume) its base model into ``out`` with a progress bar, appending every 50th
     step's loss to ``out/train_log.tsv``. Returns the pipeline folder and the image count.
 
+    ``pool``: read the images from a file written by ``export_pool`` (no source packages
+    needed) instead of the domain; ``export_pool``: write that file and stop (returns its
+    path).
+
     Raises:
-        AttribBenchError: the recipe's base model is a Hub model (nothing to pretrain), or
-            its domain cannot be loaded.
+        AttribBenchError: the recipe's base model is a Hub model (nothing to pretrain), its
+            domain cannot be loaded, or the pool file does not belong to it.
     """
     from benchmark.errors import AttribBenchError
     from benchmark.progress import progress_bar
@@ -297,9 +367,17 @@ def pretrain_recipe(
             f"{recipe.generate.base_model} is a Hub model; there is nothing to pretrain",
             "pretrain recipes with a local base_model folder (abc-mini)",
         )
-    domain = load_domain(cache, recipe.domain)
-    with progress_bar(len(domain.pretrain), "loading images") as bar:
-        images = load_images(domain.pretrain, recipe.model.image_size, bar)
+    size = recipe.model.image_size
+    if pool is not None:
+        images, captions, words = load_pool(pool, recipe.domain, size)
+    else:
+        domain = load_domain(cache, recipe.domain)
+        with progress_bar(len(domain.pretrain), "loading images") as bar:
+            images = load_images(domain.pretrain, size, bar)
+        captions, words = list(domain.captions), prompt_words()
+    if export_pool is not None:
+        save_pool(export_pool, images, captions, words, recipe.domain)
+        return Path(export_pool), len(images)
     cfg = recipe.pretrain
     log = Path(out) / LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -314,9 +392,7 @@ def pretrain_recipe(
                 with log.open("a") as f:
                     f.write(f"{stage}\t{step}\t{loss:.5f}\n")
 
-        path = pretrain(
-            out, images, list(domain.captions), recipe.model, cfg, progress, prompt_words(), device
-        )
+        path = pretrain(out, images, captions, recipe.model, cfg, progress, words, device)
     return path, len(images)
 
 
