@@ -103,8 +103,10 @@ def test_pretrain_on_cuda_runs_and_ships_fp16(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     images, captions = data()
-    w = weights(pretrain(tmp_path / "cuda", images, captions, SMALL, COSINE, device="cuda"))
+    path = pretrain(tmp_path / "cuda", images, captions, SMALL, COSINE, device="cuda")
+    w = weights(path)
     assert all(v.dtype == torch.float16 and torch.isfinite(v).all() for v in w.values())
+    assert (path / "pretrain.json").read_text().count('"device": "cuda (') == 1
 
 
 def recipe_file(tmp_path, **domain):
@@ -128,6 +130,8 @@ def recipe_file(tmp_path, **domain):
 
 
 def test_pool_file_round_trip_and_training_from_it(tmp_path):
+    import json
+
     from splits.generate.config import load_recipe
     from splits.generate.pretrain import load_pool, pretrain_recipe, save_pool
 
@@ -142,6 +146,7 @@ def test_pool_file_round_trip_and_training_from_it(tmp_path):
         config, tmp_path / "run", tmp_path / "no-sources", pool=tmp_path / "pool.npz"
     )
     assert n == len(images) and (path / "model_index.json").is_file()
+    assert json.loads((path / "pretrain.json").read_text())["device"] == "cpu"
 
 
 def test_pool_file_of_another_recipe_or_format_is_refused(tmp_path):

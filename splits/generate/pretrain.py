@@ -4,10 +4,10 @@ Seeded and resumable: the data order of every epoch is a permutation drawn from 
 each step's noise comes from a generator seeded by (seed, stage, step), and a checkpoint holds
 the weights, the optimizer state and the step, so a run that is stopped and resumed ends with
 exactly the weights of an uninterrupted run. The learning rate is a function of the step alone
-(constant, or a linear warm-up then a cosine decay to zero), so resuming needs nothing more.
-A run may train on a GPU (``device``): its randomness is still drawn on the CPU and moved, so
-it sees the same batches, noise and timesteps as a CPU run; the weights differ only by the
-device's floating-point rounding.
+(constant, or a linear warm-up then a cosine decay towards zero), so resuming needs nothing
+more. A run may train on a GPU (``device``): its randomness is still drawn on the CPU and
+moved, so it sees the same batches, noise and timesteps as a CPU run, but the device's kernels
+round differently, so its weights are not a CPU run's; ``pretrain.json`` records the device.
 
 Stage 1 trains the f=4 ``AutoencoderKL`` (reconstruction + a small KL term) and then sets its
 ``scaling_factor`` so that latents have unit variance, as Stable Diffusion's does. Stage 2
@@ -263,10 +263,23 @@ def pretrain(
     pipe.to("cpu", torch.float16).save_pretrained(out / "pipeline")
     (out / "pipeline" / "pretrain.json").write_text(
         json.dumps(
-            {"model": asdict(model_cfg), "pretrain": asdict(cfg), "images": len(x_all)}, indent=1
+            {
+                "model": asdict(model_cfg),
+                "pretrain": asdict(cfg),
+                "images": len(x_all),
+                "device": _device_name(device),
+            },
+            indent=1,
         )
     )
     return out / "pipeline"
+
+
+def _device_name(device: torch.device) -> str:
+    """The device as recorded in pretrain.json: cpu, or e.g. cuda (NVIDIA H200)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 LOG_NAME = "train_log.tsv"
@@ -316,7 +329,7 @@ def load_pool(path: str | Path, domain, image_size: int) -> tuple[np.ndarray, li
     except OSError as exc:
         raise bad(None, f"cannot read it ({exc.strerror or exc})") from None
     except KeyError as exc:
-        raise bad(str(exc).strip("'\""), "not a pretraining pool file (array missing)") from None
+        raise bad(None, f"not a pretraining pool file (missing {exc})") from None
     except ValueError:  # numpy refuses object arrays without unpickling: never done here
         raise bad(None, "not a pretraining pool file (holds pickled objects)") from None
     stamp = json.loads(str(arrays["stamp"]))
