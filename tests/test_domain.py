@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from pathlib import Path
 
+import pytest
+
 from benchmark.types import Part
-from splits.generate.domain import DomainConfig, build_domain, caption
+from splits.generate.domain import BLANK, DomainConfig, build_domain, caption
 from splits.generate.sources import SourceImage
 
 
@@ -100,3 +103,40 @@ def test_model_caps_keep_both_kinds_and_leave_pretraining_alone():
     untouched = [m for m in full.models if m.part not in (Part.TRAIN, Part.VAL)]
     assert [m for m in capped.models if m.part not in (Part.TRAIN, Part.VAL)] == untouched
     assert set(capped.models) <= set(full.models)
+
+
+def copies_fingerprint(image: SourceImage) -> str:
+    """Renderings for a synthetic catalog: drawing 10+k of a big artist is a copy of drawing k
+    (the same picture filed twice), drawing 3 of each big artist renders blank."""
+    name, _, index = image.image_id.rpartition("-")
+    if "-big" in name and index.isdigit():
+        i = int(index)
+        if i == 3:
+            return BLANK
+        return f"{name}-{i - 10 if i >= 10 else i}"
+    return image.image_id
+
+
+def test_content_checks_drop_blank_images_shared_ids_and_exemplar_copies():
+    stamps, drawings = catalog()
+    twin = SourceImage(stamps[0].image_id, Path("other.png"), *astuple(stamps[0])[2:])
+    checked = DomainConfig(**{**CFG.__dict__, "content_checks": True})
+
+    def prints(d):
+        trained = {copies_fingerprint(p) for p in d.pretrain}
+        shown = {copies_fingerprint(e) for m in d.models for e in m.exemplars}
+        everything = [*d.pretrain, *d.distractors, *(e for m in d.models for e in m.exemplars)]
+        return trained, shown, everything
+
+    # Without the checks the catalog's copies reach pretraining (so the test below can fail).
+    trained, shown, everything = prints(build_domain([*stamps, twin], drawings, CFG))
+    assert trained & shown
+    assert any(copies_fingerprint(x) == BLANK for x in everything)
+    d = build_domain([*stamps, twin], drawings, checked, copies_fingerprint)
+    trained, shown, everything = prints(d)
+    assert not trained & shown, "a pretraining image renders like an exemplar"
+    assert not any(copies_fingerprint(x) == BLANK for x in everything)
+    assert stamps[0].image_id not in {x.image_id for x in everything}  # both files dropped
+    assert {m.part for m in d.models} == set(Part)
+    with pytest.raises(ValueError, match="needs a fingerprint"):
+        build_domain(stamps, drawings, checked)

@@ -18,8 +18,8 @@ Captions follow one template, ``a {medium} of a {noun}``: ``photo`` for Tux Pain
 from __future__ import annotations
 
 import random
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
@@ -103,6 +103,13 @@ class DomainConfig:
     # dropped models stay out of pretraining), so a cap never invalidates a pretrained model.
     max_models: dict[str, int] = field(default_factory=dict)
     seed: int = 0
+    # Checks on what the images look like, not only on their names (off in 0.3.0, whose
+    # pretraining pool they would change): drop every image whose id names more than one
+    # source file, every image that renders as one flat colour, and every pretraining image
+    # whose rendering is byte-identical to an exemplar's (the sources file one drawing under
+    # several categories). Renderings are compared at content_check_size pixels.
+    content_checks: bool = False
+    content_check_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -148,10 +155,28 @@ def _split_parts(specs: list, cfg: DomainConfig) -> list[Part]:
     ]
 
 
+BLANK = "blank"  # what a fingerprint returns for an image of one flat colour
+
+
 def build_domain(
-    stamps: Sequence[SourceImage], drawings: Sequence[SourceImage], cfg: DomainConfig
+    stamps: Sequence[SourceImage],
+    drawings: Sequence[SourceImage],
+    cfg: DomainConfig,
+    fingerprint: Callable[[SourceImage], str] | None = None,
 ) -> Domain:
-    """Assign every source image a role; deterministic for a given catalog and seed."""
+    """Assign every source image a role; deterministic for a given catalog and seed.
+
+    ``fingerprint`` (needed when ``cfg.content_checks``): an image's rendering as a string,
+    equal for byte-identical renderings, :data:`BLANK` for a flat one.
+    """
+    if cfg.content_checks:
+        if fingerprint is None:
+            raise ValueError("content_checks needs a fingerprint of each image's rendering")
+        ids = Counter(s.image_id for s in [*stamps, *drawings])
+        stamps, drawings = (
+            [s for s in group if ids[s.image_id] == 1 and fingerprint(s) != BLANK]
+            for group in (stamps, drawings)
+        )
     rng = random.Random(cfg.seed)
     pretrain: list[SourceImage] = []
     models: list[ModelSpec] = []
@@ -212,6 +237,9 @@ def build_domain(
         if artist not in excluded:
             pretrain += by_artist[artist]
 
+    if cfg.content_checks:
+        shown = {fingerprint(e) for m in models for e in m.exemplars}
+        pretrain = [p for p in pretrain if fingerprint(p) not in shown]
     by_caption: dict[str, list[SourceImage]] = defaultdict(list)
     for p in sorted({p.image_id: p for p in pretrain}.values(), key=lambda p: p.image_id):
         if caption(p, cfg):
