@@ -140,3 +140,43 @@ def test_content_checks_drop_blank_images_shared_ids_and_exemplar_copies():
     assert {m.part for m in d.models} == set(Part)
     with pytest.raises(ValueError, match="needs a fingerprint"):
         build_domain(stamps, drawings, checked)
+
+
+def test_content_audit_counts_what_the_checks_remove():
+    from splits.generate.pool import content_audit
+
+    stamps, drawings = catalog()
+    twin = SourceImage(stamps[0].image_id, Path("other.png"), *astuple(stamps[0])[2:])
+    checked = DomainConfig(**{**CFG.__dict__, "content_checks": True})
+    before = build_domain([*stamps, twin], drawings, CFG)
+    after = build_domain([*stamps, twin], drawings, checked, copies_fingerprint)
+    a = content_audit(before, [*stamps, twin, *drawings], copies_fingerprint)
+    b = content_audit(after, [*stamps, twin, *drawings], copies_fingerprint)
+    shown = {copies_fingerprint(e) for m in before.models for e in m.exemplars} - {BLANK}
+    assert (
+        a["pretraining images rendered like an exemplar"]
+        == sum(copies_fingerprint(p) in shown for p in before.pretrain)
+        > 0
+    )
+    assert (
+        a["blank pretraining images"]
+        == sum(copies_fingerprint(p) == BLANK for p in before.pretrain)
+        > 0
+    )
+    assert (
+        a["exemplars with a copy in pretraining"] > 0 and a["models with such an exemplar, by part"]
+    )
+    assert (
+        a["ids naming more than one file (catalog)"]
+        == b["ids naming more than one file (catalog)"]
+        == 1
+    )
+    for key in (
+        "blank pretraining images",
+        "blank exemplars",
+        "blank distractors",
+        "pretraining images rendered like an exemplar",
+        "exemplars with a copy in pretraining",
+    ):
+        assert b[key] == 0, key
+    assert b["models with such an exemplar, by part"] == {}

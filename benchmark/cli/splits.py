@@ -95,6 +95,22 @@ def splits_pretrain(config, out, cache, install, device, pool, export_pool):
         click.echo(f"installed as {install_base_model(config, out)}")
 
 
+@splits.command(name="audit")
+@click.argument("config")
+@_sources_cache
+def splits_audit(config, cache):
+    """Compare CONFIG's images by rendering: repeated ids, blank images, exemplar copies in
+    pretraining (the checks `domain.content_checks` applies)."""
+    from splits.generate.config import load_recipe
+    from splits.generate.pool import audit_recipe
+
+    recipe = load_recipe(config)
+    checks = "on" if recipe.domain.content_checks else "off"
+    click.echo(f"{recipe.name} {recipe.version} (content checks {checks})")
+    for name, value in audit_recipe(cache, recipe.domain).items():
+        click.echo(f"  {name}: {value}")
+
+
 @splits.command(name="generate")
 @click.argument("config")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
