@@ -26,6 +26,7 @@ from benchmark.errors import AttribBenchError
 # the kernel 3-4x slower), and 1024 x 1024 was the fastest GEMM tiling measured.
 QUERY_BLOCK = 1024
 DISTRACTOR_CHUNK = 1024
+EXEMPLAR_BLOCK = 256  # queries per exemplar-score GEMM (_exemplar_scores)
 DEFAULT_TOP_N = 100
 # Rows with a norm in this range are normalized directly: their squares stay far from
 # float32's overflow and underflow. Others are rescaled by a power of two first (normalize).
@@ -189,9 +190,31 @@ def _padded_exemplars(
     n = torch.tensor([len(x) for x in exemplar_index], dtype=torch.int64)
     e_max = int(n.max()) if len(n) else 0
     index = torch.zeros(len(exemplar_index), max(e_max, 1), dtype=torch.int64)
-    for i, row in enumerate(exemplar_index):
-        index[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.int64)
+    # A boolean mask assigns in row-major order: row i's first n[i] slots, row after row.
+    index[torch.arange(index.shape[1])[None, :] < n[:, None]] = torch.tensor(
+        [c for row in exemplar_index for c in row], dtype=torch.int64
+    )
     return index, n
+
+
+def _exemplar_scores(q: torch.Tensor, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``q[i] . x[index[i, j]]`` as [Q, E] float32 on q's device (padding slots: any value).
+
+    The scores come from a GEMM, like the distractors' tiles, so that a distractor identical
+    to an exemplar gets the exemplar's score bit for bit and counts as a tie (the BLAS gives
+    the same bits for the same pair across these shapes; an elementwise dot product sums in
+    another order and does not). Each block of EXEMPLAR_BLOCK queries is multiplied only by
+    the exemplars it uses: with distinct exemplars per query, a GEMM against all of them
+    costs Q x X, which at 2,000 queries with 4 exemplars each was ~4% of scoring 200k
+    distractors (benchmarks/bench_scoring.py).
+    """
+    out = torch.zeros(index.shape, dtype=torch.float32, device=q.device)
+    for start in range(0, len(q), EXEMPLAR_BLOCK):
+        rows = slice(start, start + EXEMPLAR_BLOCK)
+        used, local = torch.unique(index[rows], return_inverse=True)
+        if len(x):
+            out[rows] = torch.gather(q[rows] @ x[used].T, 1, local)
+    return out
 
 
 def _finish(
@@ -226,11 +249,9 @@ def _finish(
 
 def sort_top(index: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Order each row's top-N by score, best first; equal scores by distractor position."""
-    by_index = np.argsort(np.where(index < 0, np.iinfo(np.int64).max, index), axis=1, kind="stable")
-    index = np.take_along_axis(index, by_index, 1)
-    scores = np.take_along_axis(scores, by_index, 1)
-    by_score = np.argsort(-scores, axis=1, kind="stable")
-    return np.take_along_axis(index, by_score, 1), np.take_along_axis(scores, by_score, 1)
+    position = np.where(index < 0, np.iinfo(np.int64).max, index)  # empty slots last
+    order = np.lexsort((position, -scores), axis=1)  # the last key is the primary one
+    return np.take_along_axis(index, order, 1), np.take_along_axis(scores, order, 1)
 
 
 def _rescale_pow2(x: torch.Tensor) -> torch.Tensor:
@@ -357,11 +378,7 @@ def score_features(
             device=device, precision=precision, top_n=top_n, progress=progress,
             query_ids=query_ids, exemplar_ids=exemplar_ids,
         )  # fmt: skip
-    ex_scores = torch.empty(index.shape, dtype=torch.float32)
-    for start in range(0, len(q), QUERY_BLOCK):
-        rows = slice(start, start + QUERY_BLOCK)
-        tile = q[rows] @ x.T
-        ex_scores[rows] = torch.gather(tile, 1, index[rows])
+    ex_scores = _exemplar_scores(q, x, index)
     acc = _Accumulator(ex_scores, n, top_n)
     from benchmark import scoring_pipeline
 

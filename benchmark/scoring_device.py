@@ -203,11 +203,10 @@ def score_on_device(
     low = PRECISIONS[precision]
     margin = MARGIN.get(precision, 0.0)
     q_dev, x_dev, index_dev = q.to(device), x.to(device), index.to(device)
-    ex_scores = torch.empty(index.shape, device=device)
+    from benchmark.scoring import _exemplar_scores  # scoring imports this module lazily
+
     with torch.inference_mode(), _no_tf32(device):
-        for start in range(0, len(q_dev), DEVICE_QUERY_BLOCK):
-            rows = slice(start, start + DEVICE_QUERY_BLOCK)
-            ex_scores[rows] = torch.gather(q_dev[rows] @ x_dev.T, 1, index_dev[rows])
+        ex_scores = _exemplar_scores(q_dev, x_dev, index_dev)
     col = torch.arange(index.shape[1], device=device)[None, :]
     n_dev = n.to(device)
     thresholds = torch.where(col < n_dev[:, None], ex_scores, float("inf"))

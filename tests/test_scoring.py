@@ -35,6 +35,7 @@ def engine(request, monkeypatch):
 def small_tiles(monkeypatch):
     monkeypatch.setattr(scoring, "QUERY_BLOCK", 7)
     monkeypatch.setattr(scoring, "DISTRACTOR_CHUNK", 13)
+    monkeypatch.setattr(scoring, "EXEMPLAR_BLOCK", 5)
 
 
 def make_case(seed: int = 0, n_q: int = 50, n_x: int = 30, n_d: int = 200):
@@ -179,6 +180,23 @@ def test_one_and_four_exemplars_with_negative_scores_and_partial_tiles(small_til
     assert (rc.exemplar_scores < 0).any() and int(rc.ties.sum()) > 0
     assert rc.above.tolist() == above and rc.ties.tolist() == ties
     assert rc.top_scores.tolist() == np.sort(s_d, 1)[:, ::-1][:, :5].tolist()
+
+
+@pytest.mark.parametrize("n_ex", [1, 4])
+def test_a_distractor_copy_of_an_exemplar_ties_with_it(n_ex):
+    """Gaussian (not dyadic) features at the default tile sizes: exemplar scores come from a
+    GEMM like the distractor tiles, so a distractor that is a copy of an exemplar gets the
+    exemplar's score bit for bit and counts as tied, not above or below."""
+    rng = np.random.default_rng(n_ex)
+    n_q = 300
+    q = rng.standard_normal((n_q, 64)).astype(np.float32)
+    x = rng.standard_normal((n_q * n_ex, 64)).astype(np.float32)
+    d = rng.standard_normal((3000, 64)).astype(np.float32)
+    copied = rng.choice(len(x), 40, replace=False)
+    d[rng.choice(len(d), 40, replace=False)] = x[copied]
+    ex = [list(range(i * n_ex, (i + 1) * n_ex)) for i in range(n_q)]
+    rc = run_features(q, x, d, ex)
+    assert [int(rc.ties[c // n_ex, c % n_ex]) for c in copied] == [1] * len(copied)
 
 
 def test_kernel_skips_only_exemplars_nothing_can_reach():
