@@ -144,22 +144,18 @@ def score_approximate(
     parameters used and the measured recall loss. Other keywords the exact scorer may take
     (a device) are ignored: faiss and the re-scoring run on the CPU."""
     opts = opts or ApproxOptions()
-    raw = list(distractor_chunks(scoring.DISTRACTOR_CHUNK))
     names = list(distractor_ids) if distractor_ids else None
-    parts, c0 = [], 0
-    for chunk in raw:
-        parts.append(
-            scoring.normalize(
-                chunk,
-                "distractor features",
-                lambda i, c=c0: names[c + i] if names else None,
-                source,
-            )
-        )
-        c0 += len(chunk)
+    parts, n = [], 0
+    for chunk, _ in scoring.normalized_chunks(
+        distractor_chunks,
+        scoring.DISTRACTOR_CHUNK,
+        lambda i: names[i] if names else None,
+        source,
+    ):
+        parts.append(chunk)
+        n += len(chunk)
         if progress:
             progress(len(chunk))
-    n = c0
     kw = {"query_ids": query_ids, "exemplar_ids": exemplar_ids, "source": source}
     # Exemplar scores exactly as the exact scorer computes them (no distractors streamed).
     base = scoring.score_features(
@@ -206,7 +202,7 @@ def score_approximate(
         queries[rows],
         exemplars,
         [exemplar_index[r] for r in rows],
-        lambda size: iter(raw),
+        scoring.UnitGallery(gallery),  # the rows normalized above, not again
         query_ids=[query_ids[r] for r in rows],
         exemplar_ids=[exemplar_ids[r] for r in rows],
         top_n=top_n,

@@ -317,7 +317,7 @@ def extract_features(
         queries = feat.stack(rows["queries"], qids)
         exemplars = feat.stack(rows["exemplars"], ex_ids)
         gallery = feat.stack(rows["distractors"], d_ids)
-        return queries, exemplars, _chunker(gallery), device
+        return queries, exemplars, _unit_gallery(gallery, d_ids, sub), device
     extractor = user if user is not None else load_extractor(sub)
     if hasattr(extractor, "to"):
         extractor = extractor.to(device) or extractor
@@ -362,15 +362,13 @@ def extract_features(
             "embed_query and embed must return the same dim",
         )
 
-    return queries, exemplars, _chunker(distractors), device
+    return queries, exemplars, _unit_gallery(distractors, d_ids, sub), device
 
 
-def _chunker(distractors: torch.Tensor):
-    def chunks(size: int) -> Iterator[torch.Tensor]:
-        for a in range(0, len(distractors), size):
-            yield distractors[a : a + size]
-
-    return chunks
+def _unit_gallery(distractors: torch.Tensor, ids: list[str], sub: Submission):
+    """Extracted distractor features, normalized once (in place) before scoring streams them
+    (scoring.UnitGallery); an all-zero row is named as the scorer would name it."""
+    return scoring.UnitGallery.normalize(distractors, ids, sub.yaml_path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -184,6 +184,82 @@ class _Accumulator:
         self.top_index[rows] = torch.gather(idx, 1, order)
 
 
+class UnitGallery:
+    """Distractor features normalized once, up front, then streamed as they are.
+
+    :func:`score_features` otherwise normalizes each streamed chunk on its calling thread,
+    which competes with the scoring threads for a core: on this project's 2-core CPU, at
+    2,000 queries x 200k x 512, scoring already-normalized rows took ~0.1 s less of a ~1.5 s
+    run (benchmarks/bench_scoring.py prints both). A gallery already in memory (extracted
+    features) is normalized here instead, block by block with all of torch's threads.
+    :func:`normalize` works row by row, so the rows are the same bits as on the chunked path
+    and the results are byte-identical (tests/test_scoring.py).
+
+    Float32 ``features`` are normalized in place (the caller hands the tensor over; a
+    1M x 512 gallery is 2 GiB, and a copy would double that); other dtypes into a new
+    float32 tensor. An all-zero row raises :class:`AttribBenchError` naming ``ids[row]``.
+    """
+
+    BLOCK = 4096  # rows per normalize call: 8 MiB at 512 dims; blocks of 64k rows (128 MiB)
+    # took 3x longer, every block a fresh allocation faulting its pages in
+
+    def __init__(self, rows: torch.Tensor):
+        """Wrap rows that already are :func:`normalize` output (see :meth:`normalize`)."""
+        self.rows = rows
+
+    @classmethod
+    def normalize(
+        cls,
+        features: torch.Tensor,
+        ids: Sequence[str] | None = None,
+        source: str | Path | None = None,
+    ) -> UnitGallery:
+        """Normalize ``features`` (float32: in place) block by block and wrap them."""
+        in_place = features.dtype == torch.float32 and features.is_contiguous()
+        rows = features if in_place else torch.empty(features.shape, dtype=torch.float32)
+        with torch.inference_mode():
+            for a in range(0, len(features), cls.BLOCK):
+                rows[a : a + cls.BLOCK] = normalize(
+                    features[a : a + cls.BLOCK],
+                    "distractor features",
+                    lambda i, a=a: ids[a + i] if ids is not None else None,
+                    source,
+                )
+        return cls(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __call__(self, size: int) -> Iterator[torch.Tensor]:
+        """Consecutive views of ``size`` rows, the interface of ``distractor_chunks``."""
+        for a in range(0, len(self.rows), size):
+            yield self.rows[a : a + size]
+
+
+def normalized_chunks(
+    distractor_chunks: Callable[[int], Iterator[torch.Tensor]] | UnitGallery,
+    size: int,
+    distractor_name: Callable[[int], str | None] = lambda i: None,
+    source: str | Path | None = None,
+) -> Iterator[tuple[torch.Tensor, int]]:
+    """(unit-row chunk, column of its first distractor); every engine streams through this.
+
+    A :class:`UnitGallery`'s rows are already normalized and pass through; other chunks are
+    normalized here, an all-zero row named by ``distractor_name(column)``.
+    """
+    col0 = 0
+    unit = isinstance(distractor_chunks, UnitGallery)
+    for chunk in distractor_chunks(size):
+        if not unit:
+            with torch.inference_mode():
+                chunk = normalize(
+                    chunk, "distractor features", lambda i, c0=col0: distractor_name(c0 + i),
+                    source,
+                )  # fmt: skip
+        yield chunk, col0
+        col0 += len(chunk)
+
+
 def _padded_exemplars(
     exemplar_index: Sequence[Sequence[int]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +409,8 @@ def score_features(
         queries: [Q, D] query features (any float dtype; normalized here).
         exemplars: [X, D] exemplar features.
         exemplar_index: for each query, the rows of ``exemplars`` that are its positives.
-        distractor_chunks: ``f(chunk_size)`` yielding consecutive [c, D] distractor blocks.
+        distractor_chunks: ``f(chunk_size)`` yielding consecutive [c, D] distractor blocks,
+            normalized here chunk by chunk, or a :class:`UnitGallery` (normalized up front).
         query_ids, exemplar_ids: carried into the result.
         top_n: distractors to keep per query (for calibration and reports).
         progress: called with the number of distractors consumed after each chunk.
@@ -382,9 +459,7 @@ def score_features(
     acc = _Accumulator(ex_scores, n, top_n)
     from benchmark import scoring_pipeline
 
-    chunks = scoring_pipeline.normalized_chunks(
-        distractor_chunks, DISTRACTOR_CHUNK, normalize, distractor_name, source
-    )
+    chunks = normalized_chunks(distractor_chunks, DISTRACTOR_CHUNK, distractor_name, source)
     workers = min(PIPELINE_THREADS or torch.get_num_threads(), len(q))
     if acc.kernel is not None and workers > 1:
         scoring_pipeline.run(q, acc, chunks, workers, QUERY_BLOCK, progress)

@@ -268,7 +268,7 @@ def score_features_on_device(
 
     ``q``/``x`` are normalized, ``q``/``index``/``n`` in processing ``order``.
     """
-    from benchmark.scoring import _finish, normalize  # scoring imports this module lazily
+    from benchmark.scoring import _finish, normalized_chunks  # scoring imports this lazily
 
     if precision not in PRECISIONS:
         raise AttribBenchError(
@@ -285,12 +285,8 @@ def score_features_on_device(
         ) from None  # fmt: skip
 
     def normalized(size: int) -> Iterator[torch.Tensor]:
-        col0 = 0
-        for chunk in distractor_chunks(size):
-            yield normalize(
-                chunk, "distractor features", lambda i, c0=col0: distractor_name(c0 + i), source
-            )
-            col0 += len(chunk)
+        for chunk, _ in normalized_chunks(distractor_chunks, size, distractor_name, source):
+            yield chunk
 
     ex_scores, above, ties, top_index, top_scores = score_on_device(
         q, x, index, n, normalized, device=dev, precision=precision, top_n=top_n, progress=progress

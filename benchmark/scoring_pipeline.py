@@ -3,10 +3,11 @@
 Each worker thread owns a contiguous share of the query rows. For every distractor chunk it
 computes its own tiles with a one-thread GEMM and counts each tile right away, while the tile
 is still in its core's cache, with the GIL-free numba kernel (:mod:`benchmark._kernels`). The
-main thread normalizes the chunks and hands each one to every worker through a small bounded
-queue, so workers run at their own pace: a worker slowed for a moment (by the main thread
-taking its core to normalize, or by another process) catches up from its queue instead of
-holding the others at a per-chunk barrier.
+main thread normalizes the chunks (unless the gallery was normalized up front,
+:class:`benchmark.scoring.UnitGallery`) and hands each one to every worker through a small
+bounded queue, so workers run at their own pace: a worker slowed for a moment (by the main
+thread taking its core to normalize, or by another process) catches up from its queue instead
+of holding the others at a per-chunk barrier.
 
 Why not one multi-threaded GEMM per tile followed by the kernel: the kernel would then run
 on one core while the other idles (or spins in OpenMP), and a numba thread pool alternating
@@ -23,7 +24,6 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -121,20 +121,3 @@ def run(
     finally:
         torch.set_num_threads(saved)
 
-
-def normalized_chunks(
-    distractor_chunks: Callable[[int], Iterator[torch.Tensor]],
-    chunk_size: int,
-    normalize: Callable[..., torch.Tensor],
-    distractor_name: Callable[[int], str | None],
-    source: str | Path | None,
-) -> Iterator[tuple[torch.Tensor, int]]:
-    """(unit-row chunk, column of its first distractor), an all-zero row named by its id."""
-    col0 = 0
-    for chunk in distractor_chunks(chunk_size):
-        with torch.inference_mode():
-            d = normalize(
-                chunk, "distractor features", lambda i, c0=col0: distractor_name(c0 + i), source
-            )
-        yield d, col0
-        col0 += len(chunk)

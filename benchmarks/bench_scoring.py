@@ -8,8 +8,9 @@ and a set with 4 exemplars per query, timed side by side; an entry may be a mix 
 ``1,4``: query i gets the i-th count cyclically). The sets share queries and distractors.
 Exemplars are noisy copies of their query with cosine similarity drawn uniformly in
 [0, 0.25], so their ranks range from the middle of the distractors to the top. Every row
-is already L2-normalized, so all engines do the same arithmetic. The distractors are one
-[C, D] tensor; ``distractor_chunks(size)`` yields slices of it (views, no copies).
+is L2-normalized, the distractors by ``scoring.UnitGallery.normalize`` (in place, before
+anything is timed; its time is printed), so all engines do the same arithmetic on the same
+rows. The distractors are one [C, D] tensor; ``chunks(size)`` yields slices of it (views).
 
 The engines below are timed in the same process, ``--repeats`` times (default 3), the
 repeats interleaved, after a small warm-up. Ratios are taken within each repeat and the
@@ -17,6 +18,10 @@ median is reported, so load from other processes shifts both sides of a ratio:
 
 * ``ours``: ``score_features(...)`` once per exemplar set, with top_n=100: exact
   per-exemplar rank counts (above / tied) plus a running top-100 of distractors per query.
+  The gallery is given as the ``UnitGallery`` (normalized once, up front), as the harness
+  scores extracted features; ``ours, normalizing each chunk`` (first exemplar set) gives it
+  plain chunks instead, which the scorer normalizes as it streams them, as it does for
+  memory-mapped feature files.
 * ``bare GEMM``: only the Q x C score matrix, computed tile by tile with ``torch.mm(...,
   out=buffer)`` and thrown away; the lower bound for any exact method. Two tilings are
   timed: the scorer's own tiles (QUERY_BLOCK x DISTRACTOR_CHUNK) and one big chunk per query
@@ -78,9 +83,10 @@ SIZES: dict[str, tuple[int, int, int]] = {
 TOP_N = 100
 TOL = 1e-5
 GIB = 1 << 30
-ENGINES = ("ours", "gemm_tiled", "gemm_big", "faiss")
+ENGINES = ("ours", "ours_chunked", "gemm_tiled", "gemm_big", "faiss")
 LABELS = {
     "ours": "ours (score_features)",
+    "ours_chunked": "ours (score_features)",
     "gemm_tiled": "bare GEMM, scorer tiles",
     "gemm_big": "bare GEMM, 1 chunk/block",
     "faiss": "faiss IndexFlatIP top-100",
@@ -95,9 +101,14 @@ class Features:
     queries: torch.Tensor  # [Q, D] float32, unit rows
     exemplars: torch.Tensor  # [X, D] float32, unit rows
     exemplar_index: list[list[int]]  # per query, rows of ``exemplars``
-    distractors: torch.Tensor  # [C, D] float32, unit rows
+    distractors: torch.Tensor  # [C, D] float32, unit rows (scoring.normalize output)
     query_ids: list[str]
     exemplar_ids: list[tuple[str, ...]]
+
+    @property
+    def gallery(self) -> scoring.UnitGallery:
+        """The distractors as the scorer's already-normalized gallery (no copy)."""
+        return scoring.UnitGallery(self.distractors)
 
     def chunks(self, size: int) -> Iterator[torch.Tensor]:
         """``distractor_chunks`` for the scorer: consecutive views, no copies."""
@@ -131,7 +142,7 @@ def make_features(
 ) -> Features:
     gen = torch.Generator().manual_seed(seed)
     queries = _unit_rows(n_queries, dim, gen)
-    distractors = _unit_rows(n_candidates, dim, gen)
+    distractors = scoring.UnitGallery.normalize(_unit_rows(n_candidates, dim, gen)).rows
     return with_exemplars(queries, distractors, counts, seed)
 
 
@@ -162,16 +173,20 @@ def with_exemplars(
 # ------------------------------------------------------------------------------ engines
 
 
-def run_ours(f: Features) -> scoring.RankCounts:
+def run_ours(f: Features, chunked: bool = False) -> scoring.RankCounts:
     return scoring.score_features(
         f.queries,
         f.exemplars,
         f.exemplar_index,
-        f.chunks,
+        f.chunks if chunked else f.gallery,
         query_ids=f.query_ids,
         exemplar_ids=f.exemplar_ids,
         top_n=TOP_N,
     )
+
+
+def run_ours_chunked(f: Features) -> scoring.RankCounts:
+    return run_ours(f, chunked=True)
 
 
 def _gemm(f: Features, chunk: int) -> None:
@@ -277,7 +292,12 @@ def memory_child(args: argparse.Namespace) -> None:
     if engine == "faiss":
         runner = FaissRunner(f)
     else:
-        runner = {"ours": run_ours, "gemm_tiled": run_gemm_tiled, "gemm_big": run_gemm_big}[engine]
+        runner = {
+            "ours": run_ours,
+            "ours_chunked": run_ours_chunked,
+            "gemm_tiled": run_gemm_tiled,
+            "gemm_big": run_gemm_big,
+        }[engine]
     runner(f)
     seconds = time.perf_counter() - t0
     print(
@@ -442,6 +462,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _label(name: str) -> str:
     if name.startswith("ours@"):
         return f"ours, {name[5:]} exemplar(s)/query"
+    if name.startswith("ours_chunked@"):
+        return f"ours, {name[13:]} ex., normalizes chunks"
     return LABELS[name]
 
 
@@ -464,6 +486,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     log("building features ...")
     base = make_features(q_count, c_count, dim, args.sets[0], args.seed)
+    t0 = time.perf_counter()
+    scoring.UnitGallery.normalize(base.distractors.clone())
+    normalize_seconds = time.perf_counter() - t0
     sets = {
         ",".join(map(str, c)): base
         if i == 0
@@ -477,6 +502,9 @@ def main(argv: list[str] | None = None) -> None:
     for label, feats in sets.items():
         engines[f"ours@{label}"] = run_ours
         data[f"ours@{label}"] = feats
+    first = args.exemplars.split("/")[0]
+    engines[f"ours_chunked@{first}"] = run_ours_chunked
+    data[f"ours_chunked@{first}"] = base
     engines["gemm_tiled"] = run_gemm_tiled
     engines["gemm_big"] = run_gemm_big
     faiss_add = None
@@ -556,6 +584,10 @@ def main(argv: list[str] | None = None) -> None:
             "  peak RSS + = engine's peak resident memory over the process with features "
             "built (fresh subprocess); peak RSS = whole process, Python + torch runtime included"
         )
+    print(
+        f"  UnitGallery.normalize of the distractors, once per evaluation (not included "
+        f"above, like faiss' add): {normalize_seconds:.3f} s"
+    )
     if faiss_add is not None:
         print(f"  faiss index.add (not included above): {faiss_add:.3f} s")
     print(
@@ -566,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"ratios within each repeat (median of {len(runs)}; per repeat in brackets):")
     for name in seconds:
-        if not name.startswith("ours@"):
+        if not name.startswith("ours"):
             continue
         vs_gemm = [gemm_of(r) / r[name] for r in runs]
         med = float(np.median(vs_gemm))

@@ -314,3 +314,43 @@ def test_a_failing_tile_propagates_and_no_thread_is_left_waiting(small_tiles, mo
     above, _, _ = naive(q, x, d, ex)
     rc = run_features(q, x, d, ex)
     assert [rc.above[i, : len(c)].tolist() for i, c in enumerate(ex)] == above
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_gallery_normalized_up_front_scores_byte_identically(small_tiles, monkeypatch, dtype):
+    """UnitGallery normalizes in blocks (here of 37 rows) before scoring; the counts, exemplar
+    and top-N scores equal the chunk-by-chunk path's bit for bit, on Gaussian rows of every
+    magnitude (1e-30 to 1e30: the rescaled path of normalize), float32 in place or float64."""
+    monkeypatch.setattr(scoring.UnitGallery, "BLOCK", 37)
+    rng = np.random.default_rng(3)
+    q = torch.from_numpy(rng.standard_normal((23, 16)).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((30, 16)).astype(np.float32))
+    d = torch.from_numpy(rng.standard_normal((200, 16))).to(dtype)
+    d[::7] *= 1e30
+    d[3::7] *= 1e-30
+    ex = [sorted(rng.choice(30, size=int(rng.integers(1, 5)), replace=False).tolist()) for _ in q]
+    kw = {
+        "query_ids": [str(i) for i in range(len(q))],
+        "exemplar_ids": [tuple(map(str, e)) for e in ex],
+        "top_n": 9,
+    }
+    chunked = scoring.score_features(
+        q, x, ex, lambda size: (d[a : a + size] for a in range(0, len(d), size)), **kw
+    )
+    raw = d.clone()
+    gallery = scoring.UnitGallery.normalize(d)
+    assert (gallery.rows.data_ptr() == d.data_ptr()) == (dtype == torch.float32)
+    assert not torch.equal(gallery.rows.double(), raw.double())
+    up_front = scoring.score_features(q, x, ex, gallery, **kw)
+    for name in ("exemplar_scores", "above", "ties", "top_index", "top_scores"):
+        assert getattr(up_front, name).tobytes() == getattr(chunked, name).tobytes(), name
+
+
+def test_a_zero_row_in_a_gallery_normalized_up_front_is_named(monkeypatch):
+    from benchmark.errors import AttribBenchError
+
+    monkeypatch.setattr(scoring.UnitGallery, "BLOCK", 32)
+    d = torch.ones(100, 4)
+    d[70] = 0
+    with pytest.raises(AttribBenchError, match="row 'd70' is all zeros"):
+        scoring.UnitGallery.normalize(d, [f"d{i}" for i in range(100)])
