@@ -73,9 +73,12 @@ HIT_BLOCK = 64
 
 @njit(cache=True, nogil=True, inline="always")
 def _insert(top_val: np.ndarray, top_idx: np.ndarray, v: float, index: int) -> None:
-    """Replace a min-heap's root with v (which beats it) and sift down: O(log N).
+    """Replace a heap's root with (v, index), which beats it, and sift down: O(log N).
 
-    An equal score never displaces one already kept, so ties keep the one seen first.
+    The heap's root is the entry to drop first: the lowest score and, among equal scores,
+    the latest distractor (highest index), so the N kept are the N best by score, then
+    position (scoring.best_columns). A new score equal to the root's is never inserted: it
+    comes later than every kept one.
     """
     n_top = top_val.shape[0]
     p = 0
@@ -83,15 +86,27 @@ def _insert(top_val: np.ndarray, top_idx: np.ndarray, v: float, index: int) -> N
         c = 2 * p + 1
         if c >= n_top:
             break
-        if c + 1 < n_top and top_val[c + 1] < top_val[c]:
-            c += 1
-        if top_val[c] >= v:
+        d = c + 1
+        if d < n_top and (
+            top_val[d] < top_val[c] or (top_val[d] == top_val[c] and top_idx[d] > top_idx[c])
+        ):
+            c = d
+        if not (top_val[c] < v or (top_val[c] == v and top_idx[c] > index)):
             break
         top_val[p] = top_val[c]
         top_idx[p] = top_idx[c]
         p = c
     top_val[p] = v
     top_idx[p] = index
+
+
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _count_above(row: np.ndarray, floor: float) -> int:
+    """One pass: scores above floor (the row's dtype)."""
+    h = np.int32(0)
+    for k in range(row.shape[0]):
+        h = np.int32(h + np.int32(row[k] > floor))
+    return h
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -109,51 +124,70 @@ def count_and_insert(
     n_top = top_val.shape[1]
     if cols == 0:
         return
+    kept = np.empty(cols, scores.dtype)  # one row's scores that beat their block's floor
     for i in range(rows):
         row = scores[i]
         n_ex = n_exemplars[i]
-        # The pass for the lowest exemplar score also counts the scores beating the floor.
-        # A row without exemplars still needs that count: its threshold is the +inf padding.
+        if n_top == 0:  # counts only (no top-N, or the tile that fills it)
+            for j in range(n_ex):
+                a, q = _count(row, thresholds[i, j])
+                above[i, j] += a
+                ties[i, j] += q
+            continue
+        heap_val = top_val[i]
+        heap_idx = top_idx[i]
         # Every threshold and floor is read from an array, so it has the scores' dtype.
         j0 = 0
         for j in range(1, n_ex):
             if thresholds[i, j] < thresholds[i, j0]:
                 j0 = j
         t0 = thresholds[i, j0]
-        hits = 0
-        if n_top:
-            heap_val = top_val[i]
-            heap_idx = top_idx[i]
-            a = 0
-            q = 0
-            for b0 in range(0, cols, HIT_BLOCK):
-                # Slice first: a loop over range(b0, b1) indexes with a signed offset that
-                # numba cannot prove non-negative, and its wraparound check stops LLVM from
-                # vectorizing the pass (2.6x slower, measured).
-                block = row[b0 : min(b0 + HIT_BLOCK, cols)]
-                floor = heap_val[0]
+        # The scan for the floor doubles as the pass of the lowest exemplar when that one is
+        # at or below the floor; otherwise it counts only what beats the floor.
+        fused = n_ex > 0 and t0 <= heap_val[0]
+        a0 = 0
+        q0 = 0
+        n_kept = 0
+        for b0 in range(0, cols, HIT_BLOCK):
+            # Slice first: a loop over range(b0, b1) indexes with a signed offset that
+            # numba cannot prove non-negative, and its wraparound check stops LLVM from
+            # vectorizing the pass (2.6x slower, measured).
+            block = row[b0 : min(b0 + HIT_BLOCK, cols)]
+            floor = heap_val[0]
+            if fused:
                 ab, qb, hb = _count_first(block, t0, floor)
-                a += ab
-                q += qb
-                if hb == 0:
-                    continue
-                hits += hb
-                for k in range(block.shape[0]):
-                    v = block[k]
+                a0 += ab
+                q0 += qb
+            else:
+                hb = _count_above(block, floor)
+            if hb == 0:
+                continue
+            block_floor = floor
+            for k in range(block.shape[0]):
+                v = block[k]
+                if v > block_floor:
+                    kept[n_kept] = v
+                    n_kept += 1
                     if v > floor:
                         _insert(heap_val, heap_idx, v, col0 + b0 + k)
                         floor = heap_val[0]
-        else:
-            a, q = _count(row, t0)
-        if n_ex > 0:
-            above[i, j0] += a
-            ties[i, j0] += q
+        end = heap_val[0]  # the highest floor any block of this row was scanned with
         for j in range(n_ex):
             t = thresholds[i, j]
-            # With no score above the floor, an exemplar scoring above it has nothing above
-            # or equal to it in this row (0 above, 0 tied).
-            if j == j0 or (n_top and hits == 0 and t > top_val[i, 0]):
-                continue
-            a, q = _count(row, t)
-            above[i, j] += a
-            ties[i, j] += q
+            if fused and j == j0:
+                above[i, j] += a0
+                ties[i, j] += q0
+            elif t > end:
+                # Every score at or above t beat its block's floor, so it was kept: count
+                # the few kept scores instead of the whole row.
+                ak = 0
+                qk = 0
+                for u in range(n_kept):
+                    ak += kept[u] > t
+                    qk += kept[u] == t
+                above[i, j] += ak
+                ties[i, j] += qk
+            else:
+                a, q = _count(row, t)
+                above[i, j] += a
+                ties[i, j] += q

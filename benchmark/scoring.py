@@ -147,7 +147,7 @@ class _Accumulator:
         first = self.top_n and rows.start not in self._started
         if first:
             # Filling an empty heap one score at a time is slow; the kernel only counts,
-            # then topk's N best, in ascending order, are a valid min-heap.
+            # then the tile's N best, worst first, are a valid heap (benchmark._kernels).
             self._started.add(rows.start)
             top_val, top_idx = top_val[:, :0], top_idx[:, :0]
         self.kernel(
@@ -162,7 +162,7 @@ class _Accumulator:
         )
         if first:
             k = min(self.top_n, scores.shape[1])
-            vals, idx = torch.topk(scores, k, dim=1)
+            vals, idx = best_columns(scores, k)
             self.top_scores[rows, self.top_n - k :] = vals.flip(1)
             self.top_index[rows, self.top_n - k :] = idx.flip(1) + col0
 
@@ -173,15 +173,44 @@ class _Accumulator:
             self.above[rows, j] += torch.count_nonzero(scores > t, dim=1).cpu()
             self.ties[rows, j] += torch.count_nonzero(scores == t, dim=1).cpu()
         if self.top_n:
-            vals, idx = torch.topk(scores, min(self.top_n, scores.shape[1]), dim=1)
-            self._merge_top(rows, vals.cpu(), idx.cpu() + col0)
+            best, index = merge_top(
+                self.top_scores[rows], self.top_index[rows], scores.cpu(), col0, self.top_n
+            )
+            self.top_scores[rows], self.top_index[rows] = best, index
 
-    def _merge_top(self, rows: slice, vals: torch.Tensor, idx: torch.Tensor) -> None:
-        vals = torch.cat([self.top_scores[rows], vals], 1)
-        idx = torch.cat([self.top_index[rows], idx], 1)
-        best, order = torch.topk(vals, self.top_n, dim=1)
-        self.top_scores[rows] = best
-        self.top_index[rows] = torch.gather(idx, 1, order)
+
+def best_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's k best columns by score, equal scores by column (lower first), in that order.
+
+    This is the top-N's tie policy on every engine and shard: the N best distractors by
+    score, then position. ``torch.topk`` alone finds the right k-th value but picks freely
+    among the scores equal to it; a gallery with duplicate images has such ties, and a
+    sharded run then kept other duplicates than the single-process run. Any device.
+    """
+    if k == 0:
+        empty = scores[:, :0]
+        return empty, torch.zeros(empty.shape, dtype=torch.int64, device=scores.device)
+    kth = torch.topk(scores, k, dim=1).values[:, -1:]
+    tied = scores == kth
+    room = k - (scores > kth).sum(1, keepdim=True)  # slots left for scores equal to kth
+    take = (scores > kth) | (tied & (tied.cumsum(1) <= room))
+    columns = take.nonzero()[:, 1].view(len(scores), k)  # exactly k per row, ascending
+    values = torch.gather(scores, 1, columns)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return torch.gather(values, 1, order), torch.gather(columns, 1, order)
+
+
+def merge_top(
+    top_scores: torch.Tensor, top_index: torch.Tensor, tile: torch.Tensor, col0: int, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sorted top-n (best first; empty slots -inf / -1) merged with a tile whose column j is
+    distractor ``col0 + j``, later than every kept one: the n best by score, then position."""
+    vals, cols = best_columns(tile, min(n, tile.shape[1]))
+    vals = torch.cat([top_scores, vals], 1)
+    index = torch.cat([top_index, cols + col0], 1)
+    # Stable: among equal scores the kept (earlier) distractors stay ahead of the tile's.
+    order = torch.sort(vals, dim=1, descending=True, stable=True).indices[:, :n]
+    return torch.gather(vals, 1, order), torch.gather(index, 1, order)
 
 
 class UnitGallery:

@@ -119,13 +119,12 @@ class DeviceAccumulator:
     def merge_top(self, rows: slice, tile: torch.Tensor, col0: int) -> None:
         """Merge the tile's best scores (column j is distractor ``col0 + j``) into the top-N."""
         if self.top_n:
-            k = min(self.top_n, tile.shape[1])
-            vals, idx = torch.topk(tile, k, dim=1)
-            vals = torch.cat([self.top_scores[rows], vals], 1)
-            idx = torch.cat([self.top_index[rows], idx + col0], 1)
-            best, order = torch.topk(vals, self.top_n, dim=1)
-            self.top_scores[rows] = best
-            self.top_index[rows] = torch.gather(idx, 1, order)
+            from benchmark.scoring import merge_top  # scoring imports this module lazily
+
+            best, index = merge_top(
+                self.top_scores[rows], self.top_index[rows], tile, col0, self.top_n
+            )
+            self.top_scores[rows], self.top_index[rows] = best, index
 
 
 def _near_rows(tile: torch.Tensor, thresholds: torch.Tensor, margin: float) -> torch.Tensor:

@@ -53,7 +53,7 @@ def run(q, x, d, ex, top_n=20, **kw):
 
 
 def assert_same(a: scoring.RankCounts, b: scoring.RankCounts) -> None:
-    for name in ("above", "ties", "unresolved", "top_scores"):
+    for name in ("above", "ties", "unresolved", "top_scores", "top_index"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     assert np.array_equal(a.exemplar_scores, b.exemplar_scores, equal_nan=True)
 
