@@ -26,11 +26,12 @@ from numba import njit
 # float, or np.inf joined with a float32 by an if-expression) turns every comparison into a
 # float32 -> float64 conversion plus a 4-lane compare. Fixing both made the pass 2.7x faster
 # (1024 x 1024 float32 tile: 0.50 -> 0.18 ms, one core, read back from L3).
-# A row's first pass, for its lowest exemplar score, also counts the scores beating the
-# row's top-N floor; when none does, an exemplar scoring above the floor has nothing above or
-# equal to it in this tile, and its pass is skipped. Once the top-N has filled, that is every
-# exemplar already in the top N, which is what a good feature space produces. A row maximum
-# would skip more, but numba's LLVM does not vectorize a max reduction. fastmath only
+# Every row is scanned once for the scores beating its top-N floor (the heap's root); the
+# scores that do are kept aside while they go into the heap. An exemplar scoring above the
+# row's final floor can only be beaten or tied by kept scores, so it is counted over those few
+# instead of the whole row; only exemplars at or below the floor need a full pass, and the
+# lowest of them shares the floor scan. Once the top-N has filled, exemplars in the top N,
+# which is what a good feature space produces, cost almost nothing. fastmath only
 # licenses assuming no NaN/inf in arithmetic (inputs are validated finite): the kernel does
 # comparisons and integer sums, never float arithmetic, so results stay exact. numba compiles
 # one version per dtype: float32 for features, float64 for float64 dense files.

@@ -145,3 +145,40 @@ def test_lowrank_delta_is_the_truncated_update_and_regenerates_exactly(base_dir,
                 assert torch.allclose(w, trained[key], atol=tol), key
         prompt = "a photo of a <new1> turtle"
         assert np.array_equal(sample(first, prompt), sample(second, prompt))
+
+
+def test_an_unseen_noun_learns_with_the_token_and_its_rows_travel_in_the_delta(
+    base_dir, tmp_path
+):
+    """customize(words=...) trains the noun's rows with <new1> and nothing else of the table;
+    the delta stores them, and a base model loading it samples what the trained model does
+    (without them it samples something else)."""
+    pipe = load(base_dir)
+    before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    noun = pipe.tokenizer("turtle", add_special_tokens=False).input_ids
+    customize(
+        pipe,
+        [noise_image(1)],
+        "a photo of a <new1> turtle",
+        CustomizeConfig(steps=3, batch_size=2, lr_token=0.5),
+        words=("turtle",),
+    )
+    after = pipe.text_encoder.get_input_embeddings().weight.detach()
+    moved = torch.nonzero((after[: len(before)] != before).any(1)).flatten().tolist()
+    assert moved == noun
+    save_delta(pipe, tmp_path / "delta", "<new1>", words=("turtle",))
+    regen = load(base_dir)
+    load_delta(regen, tmp_path / "delta")
+    assert torch.equal(regen.text_encoder.get_input_embeddings().weight, after)
+    prompt = "a photo of a <new1> turtle"
+    assert np.allclose(sample(pipe, prompt), sample(regen, prompt), atol=1e-4)
+    token_only = load(base_dir)
+    load_delta(token_only, tmp_path / "delta")
+    with torch.no_grad():
+        token_only.text_encoder.get_input_embeddings().weight[noun] = before[noun]
+    assert not np.allclose(sample(token_only, prompt), sample(regen, prompt), atol=1e-4)
+
+
+def test_train_unseen_noun_is_recorded_only_when_set():
+    assert "train_unseen_noun" not in CustomizeConfig().to_dict()
+    assert CustomizeConfig(train_unseen_noun=True).to_dict()["train_unseen_noun"] is True

@@ -220,3 +220,33 @@ def test_frozen_images_have_no_pixel_identical_repeats(tmp_path):
     assert len({images[i].tobytes() for i in distractors}) == 3  # no twins left
     assert not {"p0", "p0-twin"} <= set(distractors)
     assert distractors == sorted(distractors)
+
+
+def test_models_can_be_selected_by_glob_and_only_unseen_nouns_learn(setup, tmp_path):
+    """``only`` (splits generate --models) runs just the matching models; with
+    ``train_unseen_noun`` an object-unseen model stores its noun's rows, other models do not."""
+    from dataclasses import replace
+
+    from safetensors import safe_open
+
+    from splits.generate.pipeline import learned_words, select_models
+
+    _, domain, cfg = setup
+    unseen = ModelSpec(
+        "object-unseen-000", Part.OBJECT_UNSEEN, "object", "bird", domain.models[0].exemplars
+    )
+    domain = Domain(domain.pretrain, domain.captions, domain.distractors, (*domain.models, unseen))
+    assert [s.model_id for s in select_models(domain.models, ["object-*"])] == [
+        "object-seen-obj-000",
+        "object-unseen-000",
+    ]
+    assert select_models(domain.models) == list(domain.models)
+    cfg = replace(cfg, customize=replace(cfg.customize, train_unseen_noun=True))
+    assert learned_words(unseen, cfg) == ("bird",) and learned_words(domain.models[0], cfg) == ()
+    out = tmp_path / "run"
+    done = generate_models(domain, cfg, out, only=["*-unseen-*", "style-*"])
+    assert [p.name for p in done] == ["style-seen-style-000", "object-unseen-000"]
+    assert sorted(p.name for p in (out / "models").iterdir()) == sorted(p.name for p in done)
+    for folder, has_words in ((done[1], True), (done[0], False)):
+        with safe_open(str(folder / "delta" / "token_embedding.safetensors"), "pt") as f:
+            assert ("word_rows" in set(f.keys())) is has_words

@@ -116,12 +116,19 @@ def splits_audit(config, cache):
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--num-shards", default=1, show_default=True, help="Split models over machines.")
 @click.option("--shard-index", default=0, show_default=True)
+@click.option(
+    "--models",
+    "patterns",
+    multiple=True,
+    help="Only models whose id matches this glob (repeatable), e.g. 'object-unseen-00*': "
+    "probe a recipe change on a few models.",
+)
 @_sources_cache
-def splits_generate(config, out, num_shards, shard_index, cache):
+def splits_generate(config, out, num_shards, shard_index, patterns, cache):
     """Customize and sample every model of CONFIG (resumable; rerun to continue)."""
     from benchmark.progress import progress_bar
     from splits.generate.config import load_recipe
-    from splits.generate.pipeline import generate_models
+    from splits.generate.pipeline import generate_models, select_models
     from splits.generate.pool import load_domain
 
     if not 0 <= shard_index < num_shards:
@@ -133,7 +140,12 @@ def splits_generate(config, out, num_shards, shard_index, cache):
         )
     recipe = load_recipe(config)
     domain = load_domain(cache, recipe.domain)
-    mine = len(domain.models[shard_index::num_shards])
+    mine = len(select_models(domain.models[shard_index::num_shards], patterns))
+    if not mine:
+        raise AttribBenchError(
+            None, "--models", f"no model of {config} matches {list(patterns)}",
+            "model ids look like object-unseen-003; list them with 'attrib-bench splits audit'",
+        )  # fmt: skip
     with progress_bar(mine, "customized models") as bar:
         folders = generate_models(
             domain,
@@ -142,6 +154,7 @@ def splits_generate(config, out, num_shards, shard_index, cache):
             num_shards=num_shards,
             shard_index=shard_index,
             progress=lambda _: bar(1),
+            only=patterns,
         )
     click.echo(f"{len(folders)} models done in {out}/models (shard {shard_index}/{num_shards})")
 

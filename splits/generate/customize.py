@@ -13,6 +13,13 @@ compressed instead, as Custom Diffusion's paper proposes: the best rank-r approx
 (truncated SVD) of each update W_custom - W_base, in fp16. Queries are always sampled from the
 loaded delta, so a compressed delta regenerates them exactly as well.
 
+``train_unseen_noun`` (off up to 0.3.0): an object-unseen prompt names a noun that no
+pretraining caption has, so in a base model trained here that noun's text-encoder rows are
+still their random initialization, and the prompt "a photo of a <new1> ornament" feeds noise
+into every cross-attention layer (samples of a red ornament came out as blue blobs). Stable
+Diffusion's text encoder knows every English noun; to stand in for that, the noun's rows
+learn on the exemplars together with ``<new1>`` and are stored in the delta with the token.
+
 The same code runs on ``CompVis/stable-diffusion-v1-4`` with a different config (resolution,
 steps, learning rates).
 """
@@ -46,9 +53,16 @@ class CustomizeConfig:
     seed: int = 0
     init_word: str | None = None  # the new token starts from this word's embedding
     delta_rank: int | None = None  # store k/v updates as rank-r factors (None: full weights)
+    # Object-unseen models: the noun's own embedding rows learn too (module docstring).
+    train_unseen_noun: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The recipe as recorded in a frozen benchmark. ``train_unseen_noun`` came after
+        0.3.0 and is written only when set, so earlier versions' records stay as frozen."""
+        out = asdict(self)
+        if not out["train_unseen_noun"]:
+            del out["train_unseen_noun"]
+        return out
 
 
 def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -71,6 +85,12 @@ def add_token(pipe, token: str, init_word: str | None = None) -> int:
         else:
             emb[token_id] = emb[:token_id].mean(dim=0)
     return token_id
+
+
+def word_ids(pipe, words: Sequence[str]) -> list[int]:
+    """The tokenizer ids of ``words`` (a word may be several tokens), in order, no repeats."""
+    ids = pipe.tokenizer(list(words), add_special_tokens=False).input_ids if words else []
+    return list(dict.fromkeys(i for row in ids for i in row))
 
 
 def install_processors(unet) -> list[torch.nn.Parameter]:
@@ -106,8 +126,13 @@ def customize(
     cfg: CustomizeConfig,
     prior: Sequence[tuple[Image.Image, str]] = (),
     progress: Callable[[int, float], None] | None = None,
+    words: Sequence[str] = (),
 ) -> dict[str, float]:
-    """Customize ``pipe`` in place on ``exemplars``; return training statistics."""
+    """Customize ``pipe`` in place on ``exemplars``; return training statistics.
+
+    ``words``: their embedding rows learn too, at the token's learning rate (an unseen noun,
+    module docstring); save them with ``save_delta(..., words=words)``.
+    """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = pipe.unet.device
@@ -115,6 +140,7 @@ def customize(
     for module in (pipe.vae, pipe.unet, pipe.text_encoder):
         module.requires_grad_(False)
     token_id = add_token(pipe, cfg.token, cfg.init_word)
+    learned = [token_id, *word_ids(pipe, words)]
     kv = install_processors(pipe.unet)
     emb = pipe.text_encoder.get_input_embeddings().weight
     emb.requires_grad_(True)
@@ -152,9 +178,9 @@ def customize(
             loss = loss + cfg.prior_weight * per_image[n:].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        # Only the new token's row of the embedding table learns.
+        # Only the new token's row (and the words' rows) of the embedding table learn.
         keep = torch.ones(len(emb), dtype=torch.bool)
-        keep[token_id] = False
+        keep[learned] = False
         emb.grad[keep] = 0
         opt.step()
         with torch.no_grad():
@@ -203,11 +229,14 @@ def _batch(dists, ids, n, gen, hflip):
     return mean[flip, pick], std[flip, pick], cap
 
 
-def save_delta(pipe, out_dir: str | Path, token: str, rank: int | None = None) -> Path:
+def save_delta(
+    pipe, out_dir: str | Path, token: str, rank: int | None = None, words: Sequence[str] = ()
+) -> Path:
     """Write the customized model's delta: attention processors + the token's embedding.
 
     ``rank``: store each key/value update as fp16 rank-r factors (module docstring) instead
-    of diffusers' full attention-processor file.
+    of diffusers' full attention-processor file. ``words``: also store their embedding rows
+    (``word_rows`` with their ``word_ids``), as trained with ``customize(..., words=...)``.
     """
     from safetensors.torch import save_file
 
@@ -218,8 +247,15 @@ def save_delta(pipe, out_dir: str | Path, token: str, rank: int | None = None) -
     else:
         save_file(_lowrank_factors(pipe.unet, rank), str(out / LOWRANK_WEIGHTS))
     token_id = pipe.tokenizer.convert_tokens_to_ids(token)
-    vec = pipe.text_encoder.get_input_embeddings().weight[token_id].detach().cpu().clone()
-    save_file({"embedding": vec}, str(out / TOKEN_WEIGHTS), metadata={"token": token})
+    table = pipe.text_encoder.get_input_embeddings().weight.detach().cpu()
+    tensors = {"embedding": table[token_id].clone()}
+    metadata = {"token": token}
+    if words:
+        ids = word_ids(pipe, words)
+        tensors["word_ids"] = torch.tensor(ids, dtype=torch.int64)
+        tensors["word_rows"] = table[ids].clone()
+        metadata["words"] = " ".join(words)
+    save_file(tensors, str(out / TOKEN_WEIGHTS), metadata=metadata)
     return out
 
 
@@ -277,6 +313,15 @@ def load_delta(pipe, delta_dir: str | Path) -> None:
     with safe_open(str(delta / TOKEN_WEIGHTS), framework="pt") as f:
         token = f.metadata()["token"]
         vec = f.get_tensor("embedding")
+        rows = None
+        if "word_ids" in set(f.keys()):  # a safe_open handle has no __contains__
+            rows = (f.get_tensor("word_ids"), f.get_tensor("word_rows"))
     token_id = add_token(pipe, token)
+    table = pipe.text_encoder.get_input_embeddings().weight
     with torch.no_grad():
-        pipe.text_encoder.get_input_embeddings().weight[token_id] = vec
+        table[token_id] = vec
+        if rows is not None:
+            ids, values = rows
+            if len(ids) and int(ids.max()) >= token_id:
+                raise ValueError(f"{delta / TOKEN_WEIGHTS}: word ids beyond this tokenizer")
+            table[ids] = values.to(table.dtype)

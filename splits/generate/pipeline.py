@@ -9,19 +9,20 @@ regenerating a query takes.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from benchmark.splits import Benchmark, write_benchmark
-from benchmark.types import CustomModel, PromptType, Query
+from benchmark.types import CustomModel, Part, PromptType, Query
 from splits.generate.customize import CustomizeConfig, customize, load_delta, save_delta
 from splits.generate.domain import TEMPLATE, Domain, ModelSpec
 from splits.generate.sample import SamplerConfig, prompts, query_seed, sample
@@ -59,6 +60,21 @@ def training_prompt(spec: ModelSpec) -> str:
     if spec.kind == "object":
         return f"a photo of a <new1> {spec.noun}"
     return "a drawing in the style of <new1> art"
+
+
+def select_models(specs: Sequence[ModelSpec], patterns: Sequence[str] = ()) -> list[ModelSpec]:
+    """``specs`` whose id matches one of the globs ``patterns`` (all of them without any)."""
+    if not patterns:
+        return list(specs)
+    return [s for s in specs if any(fnmatch.fnmatchcase(s.model_id, p) for p in patterns)]
+
+
+def learned_words(spec: ModelSpec, cfg: GenerateConfig) -> tuple[str, ...]:
+    """Words whose embedding rows learn with the token: an unseen object's noun, if the recipe
+    says so (``customize.train_unseen_noun``)."""
+    if cfg.customize.train_unseen_noun and spec.part == Part.OBJECT_UNSEEN:
+        return (spec.noun,)
+    return ()
 
 
 def prompt_types(spec: ModelSpec) -> tuple[PromptType, PromptType]:
@@ -134,15 +150,18 @@ def generate_models(
     num_shards: int = 1,
     shard_index: int = 0,
     progress: Callable[[str], None] | None = None,
+    only: Sequence[str] = (),
 ) -> list[Path]:
     """Customize and sample this shard's models; return their folders (in domain order).
+
+    ``only``: globs of model ids; when given, models matching none are skipped (probes).
 
     A model with a ``done.json`` is not customized again. If its images are gone (only the
     small ``delta/`` and ``done.json`` were kept), they are sampled again from base + delta
     with the recorded prompts and seeds, which gives the same images.
     """
     out = Path(out_dir)
-    mine = list(domain.models[shard_index::num_shards])
+    mine = select_models(domain.models[shard_index::num_shards], only)
     for spec in _round_robin(mine):
         folder = out / "models" / spec.model_id
         done = folder / "done.json"
@@ -156,14 +175,18 @@ def generate_models(
         started = time.perf_counter()
         pipe = load_base(cfg)
         exemplars = [square_rgb(e.path, cfg.image_size) for e in spec.exemplars]
+        words = learned_words(spec, cfg)
         stats = customize(
             pipe,
             exemplars,
             training_prompt(spec),
             cfg.customize,
             prior=_prior(domain, spec, cfg.prior_images, cfg.image_size),
+            words=words,
         )
-        save_delta(pipe, folder / "delta", cfg.customize.token, cfg.customize.delta_rank)
+        save_delta(
+            pipe, folder / "delta", cfg.customize.token, cfg.customize.delta_rank, words=words
+        )
         customized = time.perf_counter()
         records = []
         for ptype in prompt_types(spec):
