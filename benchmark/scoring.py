@@ -147,7 +147,7 @@ class _Accumulator:
         first = self.top_n and rows.start not in self._started
         if first:
             # Filling an empty heap one score at a time is slow; the kernel only counts,
-            # then the tile's N best, worst first, are a valid heap (benchmark._kernels).
+            # then fill_top lays out the tile's N best as a heap.
             self._started.add(rows.start)
             top_val, top_idx = top_val[:, :0], top_idx[:, :0]
         self.kernel(
@@ -161,10 +161,9 @@ class _Accumulator:
             col0,
         )
         if first:
-            k = min(self.top_n, scores.shape[1])
-            vals, idx = best_columns(scores, k)
-            self.top_scores[rows, self.top_n - k :] = vals.flip(1)
-            self.top_index[rows, self.top_n - k :] = idx.flip(1) + col0
+            from benchmark._kernels import fill_top
+
+            fill_top(scores.numpy(), np_["top"][rows], np_["top_index"][rows], col0)
 
     def _update_torch(self, rows: slice, scores: torch.Tensor, col0: int) -> None:
         thr = self.thresholds[rows].to(scores.device)
