@@ -305,6 +305,47 @@ def test_kernel_counts_exemplars_above_the_floor_from_the_kept_scores(width):
     assert (ties[n[:, None] > np.arange(7)[None, :]] > 0).all()
 
 
+def test_first_tile_fill_finds_the_kth_best_by_sample_or_whole_row():
+    """_kth_best (the first tile's top-N fill) against numpy's sort: rows long enough for
+    the sampled bar and too short, Gaussian and heavily tied (the bar's fallback)."""
+    kernels = pytest.importorskip("benchmark._kernels")
+    rng = np.random.default_rng(5)
+    for trial in range(600):
+        cols = int(rng.integers(1, 1100))
+        k = int(rng.integers(1, min(cols, 120) + 1))
+        if trial % 3 == 0:
+            row = (rng.integers(-5, 6, cols) / 4).astype(np.float32)
+        else:
+            row = rng.standard_normal(cols).astype(np.float32)
+        stride = cols // (2 * k)
+        rank = (16 * k) // (10 * max(stride, 1))
+        got = kernels._kth_best(row, k, np.empty(cols, np.float32), stride, rank)
+        assert got == np.sort(row)[::-1][k - 1], (trial, cols, k)
+
+
+def test_sort_top_orders_by_score_then_position_on_both_paths():
+    """sort_top's uint64-key path (float32 scores) and its lexsort path (float64 scores, -0.0)
+    against numpy's lexsort: ties, -inf empty slots, signed zeros, huge and tiny values."""
+    rng = np.random.default_rng(1)
+    values = np.array([-np.inf, -1.5, 0.0, -0.0, 0.25, 1e-40, -1e-40, 7.5, 1e30, -3e38], np.float32)
+    used = set()
+    for trial in range(300):
+        r, c = int(rng.integers(1, 20)), int(rng.integers(1, 30))
+        s = rng.choice(values, (r, c)).astype(np.float64)
+        if trial % 3 == 0:
+            s[s == 0] = 0.0  # no negative zero: the key path applies
+        if trial % 5 == 1:
+            s += 1e-12  # not float32: the lexsort path
+        idx = np.stack([rng.permutation(100_000)[:c] for _ in range(r)])
+        idx[s == -np.inf] = -1
+        used.add(scoring._sort_top_by_key(idx, s) is not None)
+        got = scoring.sort_top(idx, s)
+        order = np.lexsort((np.where(idx < 0, np.iinfo(np.int64).max, idx), -s), axis=1)
+        assert got[0].tolist() == np.take_along_axis(idx, order, 1).tolist()
+        assert got[1].tobytes() == np.take_along_axis(s, order, 1).tobytes()
+    assert used == {True, False}
+
+
 def test_no_top_n_keeps_counts_exact(small_tiles):
     """top_n=0 (counts only): the kernel's branch without a floor counts every exemplar."""
     q, x, d, ex = make_case(6)
