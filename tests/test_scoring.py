@@ -248,20 +248,28 @@ def test_kernel_top_n_across_hit_blocks_keeps_the_first_of_equal_scores(width):
     """Tiles of every width around the kernel's hit block, many ties: after all tiles, each
     row's top N equals numpy's N best by (score descending, position ascending), and the
     counts equal numpy's."""
-    kernels = pytest.importorskip("benchmark._kernels")
     rng = np.random.default_rng(width)
-    rows, total, n_top = 5, 700, 7
-    scores = (rng.integers(-6, 7, size=(rows, total)) / 4).astype(np.float32)
-    thr = (rng.integers(-6, 7, size=(rows, 3)) / 4).astype(np.float32)
-    n = np.array([3, 1, 2, 3, 0], np.int64)
-    thr[np.arange(3)[None, :] >= n[:, None]] = np.inf
-    above = np.zeros((rows, 3), np.int64)
-    ties = np.zeros((rows, 3), np.int64)
+    scores = (rng.integers(-6, 7, size=(5, 700)) / 4).astype(np.float32)
+    thr = (rng.integers(-6, 7, size=(5, 3)) / 4).astype(np.float32)
+    above, _ = stream_kernel_and_check(scores, thr, np.array([3, 1, 2, 3, 0]), 7, width)
+    assert (above[np.array([3, 1, 2, 3, 0])[:, None] <= np.arange(3)[None, :]] == 0).all()
+
+
+def stream_kernel_and_check(scores, thr, n, n_top, width):
+    """Stream ``scores`` through the kernel in tiles of ``width`` (padding thresholds set to
+    +inf); every count and the top ``n_top`` (by score, then position) must equal numpy's.
+    Returns the above and tied counts."""
+    kernels = pytest.importorskip("benchmark._kernels")
+    rows, total = scores.shape
+    thr = thr.copy()
+    thr[np.arange(thr.shape[1])[None, :] >= n[:, None]] = np.inf
+    above = np.zeros(thr.shape, np.int64)
+    ties = np.zeros(thr.shape, np.int64)
     top_val = np.full((rows, n_top), -np.inf, np.float32)
     top_idx = np.full((rows, n_top), -1, np.int64)
     for c0 in range(0, total, width):
         tile = np.ascontiguousarray(scores[:, c0 : c0 + width])
-        kernels.count_and_insert(tile, thr, n, above, ties, top_val, top_idx, c0)
+        kernels.count_and_insert(tile, thr, n.astype(np.int64), above, ties, top_val, top_idx, c0)
     got_idx, got_val = scoring.sort_top(top_idx, top_val.astype(np.float64))
     for i in range(rows):
         best = np.lexsort((np.arange(total), -scores[i]))[:n_top]
@@ -270,7 +278,7 @@ def test_kernel_top_n_across_hit_blocks_keeps_the_first_of_equal_scores(width):
         for j in range(n[i]):
             assert above[i, j] == (scores[i] > thr[i, j]).sum()
             assert ties[i, j] == (scores[i] == thr[i, j]).sum()
-    assert (above[n[:, None] <= np.arange(3)[None, :]] == 0).all()
+    return above, ties
 
 
 @pytest.mark.parametrize("width", [64, 300, 1024])
@@ -279,29 +287,13 @@ def test_kernel_counts_exemplars_above_the_floor_from_the_kept_scores(width):
     top-20 floor and far below it, with the floor rising inside tiles: exemplars above the
     row's floor are counted from the scores that beat it, the others by full passes; every
     count equals numpy's, and so does the top 20."""
-    kernels = pytest.importorskip("benchmark._kernels")
     rng = np.random.default_rng(100 + width)
-    rows, total, n_top = 6, 3000, 20
-    scores = (rng.integers(-400, 400, size=(rows, total)) / 64).astype(np.float32)
+    scores = (rng.integers(-400, 400, size=(6, 3000)) / 64).astype(np.float32)
     ranked = -np.sort(-scores, axis=1)
-    picks = [0, 5, 19, 20, 21, 40, 2000]
-    thr = np.stack([ranked[:, r] for r in picks], 1).astype(np.float32)
-    thr = np.take_along_axis(thr, rng.permuted(np.tile(np.arange(7), (rows, 1)), axis=1), 1)
-    n = np.array([7, 7, 3, 1, 5, 0], np.int64)
-    thr[np.arange(7)[None, :] >= n[:, None]] = np.inf
-    above = np.zeros((rows, 7), np.int64)
-    ties = np.zeros((rows, 7), np.int64)
-    top_val = np.full((rows, n_top), -np.inf, np.float32)
-    top_idx = np.full((rows, n_top), -1, np.int64)
-    for c0 in range(0, total, width):
-        tile = np.ascontiguousarray(scores[:, c0 : c0 + width])
-        kernels.count_and_insert(tile, thr, n, above, ties, top_val, top_idx, c0)
-    got_idx, _ = scoring.sort_top(top_idx, top_val.astype(np.float64))
-    for i in range(rows):
-        assert got_idx[i].tolist() == np.lexsort((np.arange(total), -scores[i]))[:n_top].tolist()
-        for j in range(n[i]):
-            assert above[i, j] == (scores[i] > thr[i, j]).sum()
-            assert ties[i, j] == (scores[i] == thr[i, j]).sum()
+    thr = np.stack([ranked[:, r] for r in (0, 5, 19, 20, 21, 40, 2000)], 1)
+    thr = np.take_along_axis(thr, rng.permuted(np.tile(np.arange(7), (6, 1)), axis=1), 1)
+    n = np.array([7, 7, 3, 1, 5, 0])
+    _, ties = stream_kernel_and_check(scores, thr, n, 20, width)
     assert (ties[n[:, None] > np.arange(7)[None, :]] > 0).all()
 
 
