@@ -160,7 +160,7 @@ def test_an_unseen_noun_learns_with_the_token_and_its_rows_travel_in_the_delta(
         pipe,
         [noise_image(1)],
         "a photo of a <new1> turtle",
-        CustomizeConfig(steps=3, batch_size=2, lr_token=0.5),
+        CustomizeConfig(steps=3, batch_size=2, lr_token=0.5, unseen_noun="train"),
         words=("turtle",),
     )
     after = pipe.text_encoder.get_input_embeddings().weight.detach()
@@ -179,6 +179,25 @@ def test_an_unseen_noun_learns_with_the_token_and_its_rows_travel_in_the_delta(
     assert not np.allclose(sample(token_only, prompt), sample(regen, prompt), atol=1e-4)
 
 
-def test_train_unseen_noun_is_recorded_only_when_set():
-    assert "train_unseen_noun" not in CustomizeConfig().to_dict()
-    assert CustomizeConfig(train_unseen_noun=True).to_dict()["train_unseen_noun"] is True
+def test_an_unseen_noun_set_to_the_mean_row_stays_there(base_dir):
+    pipe = load(base_dir)
+    before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    noun = pipe.tokenizer("turtle", add_special_tokens=False).input_ids
+    customize(
+        pipe,
+        [noise_image(1)],
+        "a photo of a <new1> turtle",
+        CustomizeConfig(steps=3, batch_size=2, unseen_noun="mean"),
+        words=("turtle",),
+    )
+    after = pipe.text_encoder.get_input_embeddings().weight.detach()
+    moved = torch.nonzero((after[: len(before)] != before).any(1)).flatten().tolist()
+    assert moved == noun
+    assert torch.equal(after[noun], before.mean(dim=0).expand(len(noun), -1))
+
+
+def test_unseen_noun_is_recorded_only_when_set_and_checked():
+    assert "unseen_noun" not in CustomizeConfig().to_dict()
+    assert CustomizeConfig(unseen_noun="mean").to_dict()["unseen_noun"] == "mean"
+    with pytest.raises(ValueError, match="unseen_noun is 'learn'; use null, 'train', 'mean'"):
+        CustomizeConfig(unseen_noun="learn")

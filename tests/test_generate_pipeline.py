@@ -224,7 +224,7 @@ def test_frozen_images_have_no_pixel_identical_repeats(tmp_path):
 
 def test_models_can_be_selected_by_glob_and_only_unseen_nouns_learn(setup, tmp_path):
     """``only`` (splits generate --models) runs just the matching models; with
-    ``train_unseen_noun`` an object-unseen model stores its noun's rows, other models do not."""
+    ``unseen_noun`` an object-unseen model stores its noun's rows, other models do not."""
     from dataclasses import replace
 
     from safetensors import safe_open
@@ -241,7 +241,7 @@ def test_models_can_be_selected_by_glob_and_only_unseen_nouns_learn(setup, tmp_p
         "object-unseen-000",
     ]
     assert select_models(domain.models) == list(domain.models)
-    cfg = replace(cfg, customize=replace(cfg.customize, train_unseen_noun=True))
+    cfg = replace(cfg, customize=replace(cfg.customize, unseen_noun="train"))
     assert learned_words(unseen, cfg) == ("bird",) and learned_words(domain.models[0], cfg) == ()
     out = tmp_path / "run"
     done = generate_models(domain, cfg, out, only=["*-unseen-*", "style-*"])

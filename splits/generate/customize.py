@@ -13,12 +13,13 @@ compressed instead, as Custom Diffusion's paper proposes: the best rank-r approx
 (truncated SVD) of each update W_custom - W_base, in fp16. Queries are always sampled from the
 loaded delta, so a compressed delta regenerates them exactly as well.
 
-``train_unseen_noun`` (off up to 0.3.0): an object-unseen prompt names a noun that no
-pretraining caption has, so in a base model trained here that noun's text-encoder rows are
-still their random initialization, and the prompt "a photo of a <new1> ornament" feeds noise
-into every cross-attention layer (samples of a red ornament came out as blue blobs). Stable
-Diffusion's text encoder knows every English noun; to stand in for that, the noun's rows
-learn on the exemplars together with ``<new1>`` and are stored in the delta with the token.
+``unseen_noun`` (unset up to 0.3.0): an object-unseen prompt names a noun that no pretraining
+caption has, so in a base model trained here that noun's text-encoder rows are still their
+random initialization, and the prompt "a photo of a <new1> ornament" feeds noise into every
+cross-attention layer (samples of a red ornament came out as blue blobs). Stable Diffusion's
+text encoder knows every English noun. Two stand-ins: ``"train"``, the noun's rows learn on
+the exemplars together with ``<new1>``; ``"mean"``, they are set to the mean row (where a new
+token starts) and stay there. Either way they are stored in the delta with the token.
 
 The same code runs on ``CompVis/stable-diffusion-v1-4`` with a different config (resolution,
 steps, learning rates).
@@ -39,6 +40,7 @@ ATTN_WEIGHTS = "pytorch_custom_diffusion_weights.safetensors"
 LOWRANK_WEIGHTS = "custom_diffusion_lowrank.safetensors"
 KV = ("to_k", "to_v")
 TOKEN_WEIGHTS = "token_embedding.safetensors"
+UNSEEN_NOUN = (None, "train", "mean")
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,23 @@ class CustomizeConfig:
     seed: int = 0
     init_word: str | None = None  # the new token starts from this word's embedding
     delta_rank: int | None = None  # store k/v updates as rank-r factors (None: full weights)
-    # Object-unseen models: the noun's own embedding rows learn too (module docstring).
-    train_unseen_noun: bool = False
+    # Object-unseen models' noun rows (module docstring): None (as up to 0.3.0), "train"
+    # (they learn with the token) or "mean" (set to the mean row, as a new token starts).
+    unseen_noun: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.unseen_noun not in UNSEEN_NOUN:
+            raise ValueError(
+                f"customize.unseen_noun is {self.unseen_noun!r}; use "
+                + ", ".join(repr(v) if v else "null" for v in UNSEEN_NOUN)
+            )
 
     def to_dict(self) -> dict:
-        """The recipe as recorded in a frozen benchmark. ``train_unseen_noun`` came after
-        0.3.0 and is written only when set, so earlier versions' records stay as frozen."""
+        """The recipe as recorded in a frozen benchmark. ``unseen_noun`` came after 0.3.0 and
+        is written only when set, so earlier versions' records stay as frozen."""
         out = asdict(self)
-        if not out["train_unseen_noun"]:
-            del out["train_unseen_noun"]
+        if out["unseen_noun"] is None:
+            del out["unseen_noun"]
         return out
 
 
@@ -130,8 +140,9 @@ def customize(
 ) -> dict[str, float]:
     """Customize ``pipe`` in place on ``exemplars``; return training statistics.
 
-    ``words``: their embedding rows learn too, at the token's learning rate (an unseen noun,
-    module docstring); save them with ``save_delta(..., words=words)``.
+    ``words`` (an unseen noun, module docstring): their embedding rows learn too, at the
+    token's learning rate, or with ``cfg.unseen_noun == "mean"`` are set to the mean row and
+    stay; save them with ``save_delta(..., words=words)``.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -140,7 +151,13 @@ def customize(
     for module in (pipe.vae, pipe.unet, pipe.text_encoder):
         module.requires_grad_(False)
     token_id = add_token(pipe, cfg.token, cfg.init_word)
-    learned = [token_id, *word_ids(pipe, words)]
+    noun_ids = word_ids(pipe, words)
+    if noun_ids and cfg.unseen_noun == "mean":
+        table = pipe.text_encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            table[noun_ids] = table[:token_id].mean(dim=0)
+        noun_ids = []  # set, not learned
+    learned = [token_id, *noun_ids]
     kv = install_processors(pipe.unet)
     emb = pipe.text_encoder.get_input_embeddings().weight
     emb.requires_grad_(True)

@@ -70,9 +70,9 @@ def select_models(specs: Sequence[ModelSpec], patterns: Sequence[str] = ()) -> l
 
 
 def learned_words(spec: ModelSpec, cfg: GenerateConfig) -> tuple[str, ...]:
-    """Words whose embedding rows learn with the token: an unseen object's noun, if the recipe
-    says so (``customize.train_unseen_noun``)."""
-    if cfg.customize.train_unseen_noun and spec.part == Part.OBJECT_UNSEEN:
+    """Words whose embedding rows the delta carries: an unseen object's noun, if the recipe
+    says so (``customize.unseen_noun``)."""
+    if cfg.customize.unseen_noun and spec.part == Part.OBJECT_UNSEEN:
         return (spec.noun,)
     return ()
 
