@@ -144,7 +144,8 @@ def splits_generate(config, out, num_shards, shard_index, patterns, cache):
     if not mine:
         raise AttribBenchError(
             None, "--models", f"no model of {config} matches {list(patterns)}",
-            "model ids look like object-unseen-003; list them with 'attrib-bench splits audit'",
+            "match model ids such as object-seen-obj-000, object-unseen-000, "
+            "train-style-000, style-unseen-000",
         )  # fmt: skip
     with progress_bar(mine, "customized models") as bar:
         folders = generate_models(
