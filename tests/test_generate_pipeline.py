@@ -229,7 +229,7 @@ def test_models_can_be_selected_by_glob_and_only_unseen_nouns_learn(setup, tmp_p
 
     from safetensors import safe_open
 
-    from splits.generate.pipeline import learned_words, select_models
+    from splits.generate.pipeline import delta_words, select_models
 
     _, domain, cfg = setup
     unseen = ModelSpec(
@@ -242,7 +242,7 @@ def test_models_can_be_selected_by_glob_and_only_unseen_nouns_learn(setup, tmp_p
     ]
     assert select_models(domain.models) == list(domain.models)
     cfg = replace(cfg, customize=replace(cfg.customize, unseen_noun="train"))
-    assert learned_words(unseen, cfg) == ("bird",) and learned_words(domain.models[0], cfg) == ()
+    assert delta_words(unseen, cfg) == ("bird",) and delta_words(domain.models[0], cfg) == ()
     out = tmp_path / "run"
     done = generate_models(domain, cfg, out, only=["*-unseen-*", "style-*"])
     assert [p.name for p in done] == ["style-seen-style-000", "object-unseen-000"]

@@ -69,7 +69,7 @@ def select_models(specs: Sequence[ModelSpec], patterns: Sequence[str] = ()) -> l
     return [s for s in specs if any(fnmatch.fnmatchcase(s.model_id, p) for p in patterns)]
 
 
-def learned_words(spec: ModelSpec, cfg: GenerateConfig) -> tuple[str, ...]:
+def delta_words(spec: ModelSpec, cfg: GenerateConfig) -> tuple[str, ...]:
     """Words whose embedding rows the delta carries: an unseen object's noun, if the recipe
     says so (``customize.unseen_noun``)."""
     if cfg.customize.unseen_noun and spec.part == Part.OBJECT_UNSEEN:
@@ -175,7 +175,7 @@ def generate_models(
         started = time.perf_counter()
         pipe = load_base(cfg)
         exemplars = [square_rgb(e.path, cfg.image_size) for e in spec.exemplars]
-        words = learned_words(spec, cfg)
+        words = delta_words(spec, cfg)
         stats = customize(
             pipe,
             exemplars,
