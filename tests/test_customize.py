@@ -153,19 +153,8 @@ def test_an_unseen_noun_learns_with_the_token_and_its_rows_travel_in_the_delta(
     """customize(words=...) trains the noun's rows with <new1> and nothing else of the table;
     the delta stores them, and a base model loading it samples what the trained model does
     (without them it samples something else)."""
-    pipe = load(base_dir)
-    before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
-    noun = pipe.tokenizer("turtle", add_special_tokens=False).input_ids
-    customize(
-        pipe,
-        [noise_image(1)],
-        "a photo of a <new1> turtle",
-        CustomizeConfig(steps=3, batch_size=2, lr_token=0.5, unseen_noun="train"),
-        words=("turtle",),
-    )
+    pipe, before, noun = customized_with_noun(base_dir, lr_token=0.5, unseen_noun="train")
     after = pipe.text_encoder.get_input_embeddings().weight.detach()
-    moved = torch.nonzero((after[: len(before)] != before).any(1)).flatten().tolist()
-    assert moved == noun
     save_delta(pipe, tmp_path / "delta", "<new1>", words=("turtle",))
     regen = load(base_dir)
     load_delta(regen, tmp_path / "delta")
@@ -180,6 +169,14 @@ def test_an_unseen_noun_learns_with_the_token_and_its_rows_travel_in_the_delta(
 
 
 def test_an_unseen_noun_set_to_the_mean_row_stays_there(base_dir):
+    pipe, before, noun = customized_with_noun(base_dir, unseen_noun="mean")
+    after = pipe.text_encoder.get_input_embeddings().weight.detach()
+    assert torch.equal(after[noun], before.mean(dim=0).expand(len(noun), -1))
+
+
+def customized_with_noun(base_dir, **settings):
+    """A pipe customized with words=("turtle",); of the base embedding table, exactly the
+    noun's rows changed. Returns the pipe, the table before, and the noun's token ids."""
     pipe = load(base_dir)
     before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
     noun = pipe.tokenizer("turtle", add_special_tokens=False).input_ids
@@ -187,13 +184,12 @@ def test_an_unseen_noun_set_to_the_mean_row_stays_there(base_dir):
         pipe,
         [noise_image(1)],
         "a photo of a <new1> turtle",
-        CustomizeConfig(steps=3, batch_size=2, unseen_noun="mean"),
+        CustomizeConfig(steps=3, batch_size=2, **settings),
         words=("turtle",),
     )
     after = pipe.text_encoder.get_input_embeddings().weight.detach()
-    moved = torch.nonzero((after[: len(before)] != before).any(1)).flatten().tolist()
-    assert moved == noun
-    assert torch.equal(after[noun], before.mean(dim=0).expand(len(noun), -1))
+    assert torch.nonzero((after[: len(before)] != before).any(1)).flatten().tolist() == noun
+    return pipe, before, noun
 
 
 def test_unseen_noun_is_recorded_only_when_set_and_checked():
