@@ -182,19 +182,31 @@ def best_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     """Each row's k best columns by score, equal scores by column (lower first), in that order.
 
     This is the top-N's tie policy on every engine and shard: the N best distractors by
-    score, then position. ``torch.topk`` alone finds the right k-th value but picks freely
-    among the scores equal to it; a gallery with duplicate images has such ties, and a
-    sharded run then kept other duplicates than the single-process run. Any device.
+    score, then position. ``torch.topk`` finds the right k-th value but picks freely among
+    the scores equal to it; a gallery with duplicate images has such ties, and a sharded run
+    then kept other duplicates than the single-process run. Rows where topk left out a score
+    equal to its k-th are picked again, first columns first; that costs one more comparison
+    over the tile, and the tie-breaking work only for those rows. Rows whose k-th score is
+    -inf are left as topk picked them: -inf marks a score the device path masked out below a
+    full top-N's floor (``scoring_device``), which never survives the merge. Any device.
     """
     if k == 0:
         empty = scores[:, :0]
         return empty, torch.zeros(empty.shape, dtype=torch.int64, device=scores.device)
-    kth = torch.topk(scores, k, dim=1).values[:, -1:]
-    tied = scores == kth
-    room = k - (scores > kth).sum(1, keepdim=True)  # slots left for scores equal to kth
-    take = (scores > kth) | (tied & (tied.cumsum(1) <= room))
-    columns = take.nonzero()[:, 1].view(len(scores), k)  # exactly k per row, ascending
-    values = torch.gather(scores, 1, columns)
+    values, columns = torch.topk(scores, k, dim=1)
+    kth = values[:, -1:]
+    left_out = (scores == kth).sum(1) > (values == kth).sum(1)
+    redo = torch.nonzero(left_out & (kth[:, 0] > float("-inf"))).flatten()
+    if len(redo):
+        sub, bar = scores[redo], kth[redo]
+        tied = sub == bar
+        room = k - (sub > bar).sum(1, keepdim=True)  # slots left for scores equal to kth
+        take = (sub > bar) | (tied & (tied.cumsum(1) <= room))
+        columns[redo] = take.nonzero()[:, 1].view(len(redo), k)  # k per row, ascending
+        values[redo] = torch.gather(sub, 1, columns[redo])
+    # By column, then a stable sort by score: equal scores stay in column order.
+    columns, by_column = torch.sort(columns, dim=1)
+    values = torch.gather(values, 1, by_column)
     order = torch.sort(values, dim=1, descending=True, stable=True).indices
     return torch.gather(values, 1, order), torch.gather(columns, 1, order)
 

@@ -338,6 +338,26 @@ def test_sort_top_orders_by_score_then_position_on_both_paths():
     assert used == {True, False}
 
 
+def test_best_columns_keeps_the_first_of_equal_scores():
+    """best_columns against numpy's lexsort (score descending, column ascending) on heavily
+    tied tiles, k from 1 to the width; a row of masked -inf scores keeps its finite ones."""
+    rng = np.random.default_rng(9)
+    for trial in range(60):
+        rows, cols = int(rng.integers(1, 12)), int(rng.integers(1, 300))
+        tile = (rng.integers(-4, 5, size=(rows, cols)) / 4).astype(np.float32)
+        k = int(rng.integers(1, cols + 1))
+        vals, idx = scoring.best_columns(torch.from_numpy(tile), k)
+        for i in range(rows):
+            best = np.lexsort((np.arange(cols), -tile[i]))[:k]
+            assert idx[i].tolist() == best.tolist(), (trial, i)
+            assert vals[i].tolist() == tile[i, best].tolist()
+    masked = torch.full((1, 50), float("-inf"))
+    masked[0, [7, 3, 40]] = torch.tensor([0.5, 0.5, 0.25])
+    vals, idx = scoring.best_columns(masked, 5)
+    assert idx[0, :3].tolist() == [3, 7, 40] and vals[0, :3].tolist() == [0.5, 0.5, 0.25]
+    assert (vals[0, 3:] == float("-inf")).all()
+
+
 def test_no_top_n_keeps_counts_exact(small_tiles):
     """top_n=0 (counts only): the kernel's branch without a floor counts every exemplar."""
     q, x, d, ex = make_case(6)
