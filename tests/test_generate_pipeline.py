@@ -16,7 +16,12 @@ from benchmark.types import Part
 from splits.generate.customize import CustomizeConfig, load_delta
 from splits.generate.domain import Domain, ModelSpec
 from splits.generate.model import random_pipeline
-from splits.generate.pipeline import GenerateConfig, freeze, generate_models
+from splits.generate.pipeline import (
+    GenerateConfig,
+    freeze,
+    generate_in_parallel,
+    generate_models,
+)
 from splits.generate.sample import SamplerConfig, sample
 from splits.generate.sources import SourceImage
 
@@ -97,6 +102,36 @@ def test_generate_is_resumable_sharded_and_reproducible(setup):
     saved = Image.open(folder / "queries" / f"{q['query_id']}.png")
     assert saved.size == (64, 64)
     assert np.array_equal(np.asarray(again), np.asarray(saved))
+
+
+def test_parallel_jobs_make_the_same_models_as_one_process(setup):
+    import torch
+
+    root, domain, cfg = setup
+    serial, parallel = root / "serial", root / "parallel"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the jobs run one thread each: compare like with like
+    try:
+        generate_models(domain, cfg, serial)
+    finally:
+        torch.set_num_threads(threads)
+    seen = []
+    folders = generate_in_parallel(domain, cfg, parallel, 2, progress=seen.append)
+    assert [f.name for f in folders] == [m.model_id for m in domain.models]
+    assert sorted(seen) == sorted(m.model_id for m in domain.models)
+
+    def files(run: Path, model_id: str) -> dict[str, bytes]:
+        folder = run / "models" / model_id
+        return {
+            str(p.relative_to(folder)): p.read_bytes()
+            for sub in ("delta", "queries", "base")
+            for p in sorted((folder / sub).glob("*"))
+        }
+
+    for m in domain.models:
+        made = files(parallel, m.model_id)
+        assert any(name.startswith("queries/") for name in made)
+        assert made == files(serial, m.model_id), m.model_id
 
 
 def test_freeze_writes_a_loadable_benchmark(setup):

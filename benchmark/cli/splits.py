@@ -123,12 +123,20 @@ def splits_audit(config, cache):
     help="Only models whose id matches this glob (repeatable), e.g. 'object-unseen-00*': "
     "probe a recipe change on a few models.",
 )
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Models generated at once, one process of one torch thread each (set it to the "
+    "number of cores: ~1.4x faster on 2 cores than one process using both).",
+)
 @_sources_cache
-def splits_generate(config, out, num_shards, shard_index, patterns, cache):
+def splits_generate(config, out, num_shards, shard_index, patterns, jobs, cache):
     """Customize and sample every model of CONFIG (resumable; rerun to continue)."""
     from benchmark.progress import progress_bar
     from splits.generate.config import load_recipe
-    from splits.generate.pipeline import generate_models, select_models
+    from splits.generate.pipeline import generate_in_parallel, select_models
     from splits.generate.pool import load_domain
 
     if not 0 <= shard_index < num_shards:
@@ -148,10 +156,11 @@ def splits_generate(config, out, num_shards, shard_index, patterns, cache):
             "train-style-000, style-unseen-000",
         )  # fmt: skip
     with progress_bar(mine, "customized models") as bar:
-        folders = generate_models(
+        folders = generate_in_parallel(
             domain,
             recipe.generate,
             out,
+            jobs,
             num_shards=num_shards,
             shard_index=shard_index,
             progress=lambda _: bar(1),
