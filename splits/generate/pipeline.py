@@ -9,6 +9,7 @@ regenerating a query takes.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import io
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from benchmark.splits import Benchmark, write_benchmark
@@ -86,7 +88,6 @@ def prompt_types(spec: ModelSpec) -> tuple[PromptType, PromptType]:
 def load_base(cfg: GenerateConfig):
     """The base pipeline of ``cfg`` in fp32 with the configured scheduler (no delta yet)."""
     import diffusers
-    import torch
     from diffusers import StableDiffusionPipeline
 
     # fp16 checkpoints (the shipped AbC-mini base model) compute in fp32 on CPU.
@@ -169,7 +170,8 @@ def generate_models(
         if done.is_file():
             info = json.loads(done.read_text())
             if _missing_images(folder, info, cfg.base_samples):
-                _resample(spec, cfg, folder, info["queries"])
+                with _torch_threads(info.get("torch_threads")):
+                    _resample(spec, cfg, folder, info["queries"])
                 if progress:
                     progress(spec.model_id)
             continue
@@ -218,6 +220,9 @@ def generate_models(
                     "exemplars": [e.image_id for e in spec.exemplars],
                     "training_prompt": training_prompt(spec),
                     "customize": stats,
+                    # CPU results depend on torch's thread count (how sums are split), so
+                    # images are resampled with the same count (above).
+                    "torch_threads": torch.get_num_threads(),
                     "seconds": {
                         "customize": round(customized - started, 2),
                         "sample": round(time.perf_counter() - customized, 2),
@@ -230,6 +235,18 @@ def generate_models(
         if progress:
             progress(spec.model_id)
     return [out / "models" / spec.model_id for spec in mine]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with n torch threads (None: as they are)."""
+    saved = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def generate_in_parallel(
@@ -269,9 +286,15 @@ def generate_in_parallel(
         finished = manager.Queue()
         futures = [
             pool.submit(
-                _generate_job, domain, cfg, str(out_dir), num_shards * jobs,
-                shard_index + num_shards * j, tuple(only), finished,
-            )  # fmt: skip
+                _generate_job,
+                domain,
+                cfg,
+                str(out_dir),
+                num_shards * jobs,
+                shard_index + num_shards * j,
+                tuple(only),
+                finished,
+            )
             for j in range(jobs)
         ]
         while not all(f.done() for f in futures):
@@ -291,8 +314,6 @@ def generate_in_parallel(
 
 
 def _one_thread() -> None:
-    import torch
-
     torch.set_num_threads(1)
 
 
