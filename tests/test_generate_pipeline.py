@@ -143,6 +143,20 @@ def test_parallel_jobs_make_the_same_models_as_one_process(setup):
         assert made == files(serial, m.model_id), m.model_id
 
 
+def test_a_failing_job_fails_the_parallel_run_and_keeps_what_others_finished(setup):
+    from dataclasses import replace
+
+    root, domain, cfg = setup
+    gone = replace(domain.models[1].exemplars[0], path=root / "missing.png")
+    broken = replace(domain.models[1], exemplars=(gone,))
+    domain = replace(domain, models=(domain.models[0], broken))
+    out = root / "failing"
+    with pytest.raises(FileNotFoundError):
+        generate_in_parallel(domain, cfg, out, 2)
+    assert (out / "models" / domain.models[0].model_id / "done.json").is_file()
+    assert not (out / "models" / broken.model_id / "done.json").exists()
+
+
 def test_freeze_writes_a_loadable_benchmark(setup):
     root, domain, cfg = setup
     out = root / "run"

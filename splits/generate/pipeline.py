@@ -280,10 +280,11 @@ def generate_in_parallel(
             progress=progress, only=only,
         )  # fmt: skip
     ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ctx.Manager() as manager, ProcessPoolExecutor(
-        jobs, mp_context=ctx, initializer=_one_thread
-    ) as pool:
-        finished = manager.Queue()
+    with (
+        ctx.Manager() as manager,
+        ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread) as pool,
+    ):
+        finished, stop = manager.Queue(), manager.Event()
         futures = [
             pool.submit(
                 _generate_job,
@@ -294,10 +295,13 @@ def generate_in_parallel(
                 shard_index + num_shards * j,
                 tuple(only),
                 finished,
+                stop,
             )
             for j in range(jobs)
         ]
         while not all(f.done() for f in futures):
+            if any(f.done() and f.exception() for f in futures):
+                stop.set()
             try:
                 model_id = finished.get(timeout=1.0)
             except queue.Empty:
@@ -308,7 +312,7 @@ def generate_in_parallel(
             model_id = finished.get()
             if progress:
                 progress(model_id)
-        folders = [folder for f in futures for folder in f.result()]
+        folders = [folder for f in futures for folder in f.result()]  # a job's error: raised
     order = {m.model_id: i for i, m in enumerate(domain.models)}
     return sorted(folders, key=lambda folder: order[folder.name])
 
@@ -317,11 +321,25 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _generate_job(domain, cfg, out_dir, num_shards, shard_index, only, finished) -> list[Path]:
-    return generate_models(
-        domain, cfg, out_dir, num_shards=num_shards, shard_index=shard_index,
-        progress=finished.put, only=only,
-    )  # fmt: skip
+class _Stopped(Exception):
+    """Another job failed: this one stops after the model it just finished."""
+
+
+def _generate_job(
+    domain, cfg, out_dir, num_shards, shard_index, only, finished, stop
+) -> list[Path]:
+    def report(model_id: str) -> None:
+        finished.put(model_id)
+        if stop.is_set():
+            raise _Stopped
+
+    try:
+        return generate_models(
+            domain, cfg, out_dir, num_shards=num_shards, shard_index=shard_index,
+            progress=report, only=only,
+        )  # fmt: skip
+    except _Stopped:
+        return []
 
 
 def _resample(spec: ModelSpec, cfg: GenerateConfig, folder: Path, records: list[dict]) -> None:
