@@ -5,7 +5,8 @@ queries), and the queries are its samples, so its UNet's activations are a learn
 that speaks the queries' language. Each image is encoded by the model's autoencoder (latent
 mean), noised to timestep ``t`` with one fixed noise draw for every image, and passed
 through the UNet with the empty prompt; the activations of ``layer`` are average-pooled to
-``pool`` x ``pool`` and centred.
+``pool`` x ``pool`` and centred. ``model`` is the base model's folder relative to this file
+(``../../../abc-mini-next/base-model`` for the 0.4 candidate, in submission.yaml's kwargs).
 
 Measured on AbC-mini 0.3.0 (docs/abc-mini-0.3.md, "Next levers", item 4): on a par with
 pixels-16, not better. Run it from the repository root with::
