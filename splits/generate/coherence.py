@@ -27,18 +27,19 @@ from scipy.stats import spearmanr
 from baselines.noweight import Pixels
 from benchmark.results import load_result
 from benchmark.splits import load_benchmark
+from splits.generate.report import embed
 
 
 def exemplar_features(bench, size: int = 16) -> dict[str, torch.Tensor]:
-    """Unit-norm pixels features of every exemplar, by id."""
-    pixels = Pixels(size)
-    out = {}
+    """Unit-norm pixels features of every exemplar, by id (the generation report's feature)."""
+    ids, images = [], []
     for block in bench.iter_image_blocks("exemplars"):
         for image_id, data in zip(block.ids, block.images, strict=True):
             with Image.open(io.BytesIO(data)) as im:
-                f = pixels.embed(pixels.preprocess(im)[None])[0]
-            out[image_id] = f / f.norm()
-    return out
+                images.append(im.convert("RGB"))
+            ids.append(image_id)
+    features = torch.nn.functional.normalize(embed(Pixels(size), images), dim=1)
+    return dict(zip(ids, features, strict=True))
 
 
 def coherence(features: list[torch.Tensor]) -> float:
