@@ -132,13 +132,13 @@ def main(argv: list[str] | None = None) -> None:
             if not (np.array_equal(a1, a2) and np.array_equal(t1, t2)):
                 raise AssertionError(f"exemplars {name}: counts differ with and without top-N")
             check_rows(tiles, thr, n, a1, t1)
-    print(
-        f"kernel seconds, one thread, {args.queries} x {args.candidates} (best of {args.repeats}):"
-    )
+    size = f"{args.queries} x {args.candidates}"
+    print(f"kernel milliseconds, one thread, {size} (best of {args.repeats}):")
     print("| exemplars per query | counts + top-N | counts only |")
     print("|---|---|---|")
     for name in inputs:
-        print(f"| {name} | {best[name, 'counts + top-N']:.4f} | {best[name, 'counts only']:.4f} |")
+        with_top, counts = (1e3 * best[name, mode] for mode in ("counts + top-N", "counts only"))
+        print(f"| {name} | {with_top:.3f} | {counts:.3f} |")
 
 
 if __name__ == "__main__":
