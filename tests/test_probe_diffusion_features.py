@@ -48,3 +48,27 @@ def test_an_unknown_layer_is_refused(features):
     DiffusionFeatures, model = features
     with pytest.raises(ValueError, match="layer 'up9'"):
         DiffusionFeatures(model=str(model), layer="up9")
+
+
+def test_pixels_weight_adds_the_pixels_feature(features):
+    """With pixels_weight w, cosine similarity is the UNet's and pixels-16's, weighted 1 : w**2."""
+    from baselines.noweight import Pixels
+
+    DiffusionFeatures, model = features
+    plain = DiffusionFeatures(model=str(model), pool=2)
+    both = DiffusionFeatures(model=str(model), pool=2, pixels_weight=0.5)
+    assert both.spec["pixels_weight"] == 0.5 and "pixels_weight" not in plain.spec
+    ims = [im.resize((plain.size, plain.size)) for im in images(3)]
+    batch = torch.stack([plain.preprocess(im) for im in ims])
+    h = torch.nn.functional.normalize(plain.embed(batch), dim=1)
+    f = both.embed(batch)
+    assert torch.allclose(f[:, : h.shape[1]], h, atol=1e-6)
+    pixels = Pixels(16)
+    p = pixels.embed(torch.stack([pixels.preprocess(im) for im in ims]))
+    p = torch.nn.functional.normalize(p, dim=1)
+    agree = torch.nn.functional.cosine_similarity(f[:, h.shape[1] :], p, dim=1)
+    assert (agree > 0.999).all(), agree  # not 1: Pixels rounds its box averages to 8 bits
+    assert torch.allclose(f[:, h.shape[1] :].norm(dim=1), torch.full((3,), 0.5))
+    cos = torch.nn.functional.normalize(f, dim=1) @ torch.nn.functional.normalize(f, dim=1).T
+    want = (h @ h.T + 0.25 * (p @ p.T)) / 1.25
+    assert torch.allclose(cos, want, atol=0.01)

@@ -7,6 +7,9 @@ mean), noised to timestep ``t`` with one fixed noise draw for every image, and p
 through the UNet with the empty prompt; the activations of ``layer`` are average-pooled to
 ``pool`` x ``pool`` and centred. ``model`` is the base model's folder relative to this file
 (``../../../abc-mini-next/base-model`` for the 0.4 candidate, in submission.yaml's kwargs).
+With ``pixels_weight`` w > 0 the feature is the UNet's, unit-normalized, next to w times the
+unit-normalized pixels-16 feature of the same 64x64 image (box-downsampled and centred, as
+``baselines.noweight.Pixels``): cosine similarity then averages the two, weighted 1 : w**2.
 
 Measured on AbC-mini 0.3.0 (docs/abc-mini-0.3.md, "Next levers", item 4): on a par with
 pixels-16, not better. Run it from the repository root with::
@@ -24,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from baselines.noweight import centred_pixels
+
 LAYERS = ("down1", "mid", "up0", "up1", "up2")
 
 
@@ -35,6 +40,7 @@ class DiffusionFeatures:
         layer: str = "up0",
         pool: int = 4,
         seed: int = 0,
+        pixels_weight: float = 0.0,
     ):
         from diffusers import StableDiffusionPipeline
 
@@ -56,6 +62,13 @@ class DiffusionFeatures:
         self.t, self.pool = t, pool
         self.spec = {"name": "diffusion_features", "t": t, "layer": layer, "pool": pool}
         self.spec["seed"] = seed
+        self.pixels_weight = pixels_weight
+        if pixels_weight:
+            if self.size % 16:
+                raise ValueError(
+                    f"pixels_weight needs a model size divisible by 16, not {self.size}"
+                )
+            self.spec["pixels_weight"] = pixels_weight
         blocks = {
             "down1": self.unet.down_blocks[1],
             "mid": self.unet.mid_block,
@@ -81,4 +94,11 @@ class DiffusionFeatures:
         noisy = self.scheduler.add_noise(latents, self.noise.expand_as(latents), t)
         self.unet(noisy, t, self.context.expand(len(latents), -1, -1))
         h = F.adaptive_avg_pool2d(self._activations, self.pool).flatten(1)
-        return h - h.mean(dim=1, keepdim=True)
+        h = h - h.mean(dim=1, keepdim=True)
+        if not self.pixels_weight:
+            return h
+        # The preprocessed batch is the image itself at the model's size, in [-1, 1]: box
+        # pixels 16x16, as Pixels(16) gives for a 64x64 image before rounding to 8 bits.
+        small = F.avg_pool2d((batch + 1) / 2, self.size // 16).permute(0, 2, 3, 1).flatten(1)
+        pixels = F.normalize(centred_pixels(small), dim=1)
+        return torch.cat([F.normalize(h, dim=1), self.pixels_weight * pixels], dim=1)
