@@ -11,11 +11,11 @@ With ``pixels_weight`` w > 0 the feature is the UNet's, unit-normalized, next to
 unit-normalized pixels-16 feature of the same 64x64 image (box-downsampled and centred, as
 ``baselines.noweight.Pixels``): cosine similarity then averages the two, weighted 1 : w**2.
 
-Measured on AbC-mini 0.3.0 (docs/abc-mini-0.3.md, "Next levers", item 4): on a par with
-pixels-16, not better. Run it from the repository root with::
+What it measured on AbC-mini 0.3.0, alone and beside pixels: docs/abc-mini-0.3.md ("Next
+levers", item 4). Run it from the repository root with::
 
-    attrib-bench evaluate -s splits/generate/probes/diffusion_features -o results/diffusion-features
-    attrib-bench compare results/diffusion-features/result.json PIXELS_RESULT.json
+    attrib-bench evaluate -s splits/generate/probes/diffusion_features -o results/unet-pixels
+    attrib-bench compare results/unet-pixels/result.json PIXELS_RESULT.json
 """
 
 from __future__ import annotations
