@@ -19,6 +19,10 @@ class AttribBenchError(Exception):
         self.fix = fix
         super().__init__(self.line())
 
+    def __reduce__(self):
+        # Raised in a worker process (parallel generation), it crosses back by pickle.
+        return type(self), (self.source, self.field, self.problem, self.fix)
+
     def line(self) -> str:
         where = ": ".join(p for p in (self.source, self.field) if p)
         head = f"{where}: " if where else ""

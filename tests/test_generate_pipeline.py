@@ -308,3 +308,77 @@ def test_models_can_be_selected_by_glob_and_only_unseen_nouns_learn(setup, tmp_p
     for folder, has_words in ((done[1], True), (done[0], False)):
         with safe_open(str(folder / "delta" / "token_embedding.safetensors"), "pt") as f:
             assert ("word_rows" in set(f.keys())) is has_words
+
+
+def test_settings_by_kind_and_a_changed_recipe_is_refused_on_resume(setup, tmp_path):
+    """``customize.by_kind`` applies to that kind only and is recorded per model; resuming
+    a run with other settings names the setting instead of mixing two recipes."""
+    import json
+    from dataclasses import replace
+
+    from benchmark.errors import AttribBenchError
+
+    _, domain, cfg = setup
+    cfg = replace(cfg, customize=replace(cfg.customize, by_kind={"style": {"steps": 3}}))
+    out = tmp_path / "run"
+    generate_models(domain, cfg, out)
+    info = {
+        m.model_id: json.loads((out / "models" / m.model_id / "done.json").read_text())
+        for m in domain.models
+    }
+    obj, style = info["object-seen-obj-000"], info["style-seen-style-000"]
+    assert obj["customize"]["steps"] == 2 and style["customize"]["steps"] == 3
+    assert obj["recipe"]["customize"]["steps"] == 2 and style["recipe"]["customize"]["steps"] == 3
+    assert "by_kind" not in style["recipe"]["customize"]
+    assert style["recipe"]["base_model"].startswith("sha256:")
+
+    generate_models(domain, cfg, out)  # same recipe: resumes (nothing to do)
+    halved = replace(cfg, customize=replace(cfg.customize, lr_kv=cfg.customize.lr_kv / 2))
+    with pytest.raises(AttribBenchError) as err:
+        generate_models(domain, halved, out)
+    line = err.value.line()
+    assert "object-seen-obj-000/done.json: recipe.customize.lr_kv" in line
+    assert "delete" in line
+    # Only the style models' settings changed: the object model is still this recipe's.
+    longer = replace(cfg, customize=replace(cfg.customize, by_kind={"style": {"steps": 4}}))
+    with pytest.raises(AttribBenchError) as err:
+        generate_models(domain, longer, out)
+    assert "style-seen-style-000/done.json: recipe.customize.steps" in err.value.line()
+    generate_models(domain, longer, out, only=["object-*"])
+
+    # done.json written before the record existed: taken as it is.
+    path = out / "models" / "object-seen-obj-000" / "done.json"
+    legacy = json.loads(path.read_text())
+    del legacy["recipe"]
+    path.write_text(json.dumps(legacy))
+    generate_models(domain, halved, out, only=["object-*"])
+
+
+def test_by_kind_settings_are_checked():
+    with pytest.raises(ValueError, match=r"by_kind\.scene"):
+        CustomizeConfig(by_kind={"scene": {"steps": 3}})
+    with pytest.raises(ValueError, match=r"by_kind\.style\.stepz is not a setting"):
+        CustomizeConfig(by_kind={"style": {"stepz": 3}})
+    cfg = CustomizeConfig(steps=2, by_kind={"style": {"steps": 5, "lr_kv": 1e-3}})
+    assert cfg.for_kind("object") == replace_none(cfg)
+    assert cfg.for_kind("style").steps == 5 and cfg.for_kind("style").lr_kv == 1e-3
+    assert cfg.to_dict()["by_kind"] == {"style": {"steps": 5, "lr_kv": 1e-3}}
+    assert "by_kind" not in CustomizeConfig().to_dict()
+
+
+def replace_none(cfg: CustomizeConfig) -> CustomizeConfig:
+    from dataclasses import replace
+
+    return replace(cfg, by_kind={})
+
+
+def test_user_errors_cross_process_boundaries_intact():
+    """A parallel job's error reaches the parent by pickle; it must stay one clear line."""
+    import pickle
+
+    from benchmark.errors import AttribBenchError, SubmissionError
+
+    for cls in (AttribBenchError, SubmissionError):
+        err = cls("run/done.json", "recipe.customize.steps", "made with 400", "delete it")
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is cls and back.line() == err.line()

@@ -21,6 +21,10 @@ text encoder knows every English noun. Two stand-ins: ``"train"``, the noun's ro
 the exemplars together with ``<new1>``; ``"mean"``, they are set to the mean row (where a new
 token starts) and stay there. Either way they are stored in the delta with the token.
 
+``by_kind`` (unset up to 0.3.0): settings that differ for one kind of model, e.g.
+``{"style": {"steps": 1200}}``. A style model learns from 4-12 exemplars and an object model
+from one, so at the same steps each style exemplar is seen 4-12 times less often.
+
 The same code runs on ``CompVis/stable-diffusion-v1-4`` with a different config (resolution,
 steps, learning rates).
 """
@@ -28,7 +32,7 @@ steps, learning rates).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,7 @@ LOWRANK_WEIGHTS = "custom_diffusion_lowrank.safetensors"
 KV = ("to_k", "to_v")
 TOKEN_WEIGHTS = "token_embedding.safetensors"
 UNSEEN_NOUN = (None, "train", "mean")
+KINDS = ("object", "style")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class CustomizeConfig:
     # Object-unseen models' noun rows (module docstring): None (as up to 0.3.0), "train"
     # (they learn with the token) or "mean" (set to the mean row, as a new token starts).
     unseen_noun: str | None = None
+    # Settings for one kind of model only (module docstring), e.g. {"style": {"steps": 1200}}.
+    by_kind: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.unseen_noun not in UNSEEN_NOUN:
@@ -65,13 +72,29 @@ class CustomizeConfig:
                 f"customize.unseen_noun is {self.unseen_noun!r}; use "
                 + ", ".join(repr(v) if v else "null" for v in UNSEEN_NOUN)
             )
+        names = {f.name for f in fields(self)} - {"by_kind", "token"}
+        for kind, settings in self.by_kind.items():
+            if kind not in KINDS:
+                raise ValueError(f"customize.by_kind.{kind}: use one of {', '.join(KINDS)}")
+            for key in settings:
+                if key not in names:
+                    raise ValueError(
+                        f"customize.by_kind.{kind}.{key} is not a setting; "
+                        f"use one of {', '.join(sorted(names))}"
+                    )
+
+    def for_kind(self, kind: str) -> CustomizeConfig:
+        """The settings a model of ``kind`` is customized with (no ``by_kind`` left)."""
+        return replace(self, **self.by_kind.get(kind, {}), by_kind={})
 
     def to_dict(self) -> dict:
-        """The recipe as recorded in a frozen benchmark. ``unseen_noun`` came after 0.3.0 and
-        is written only when set, so earlier versions' records stay as frozen."""
+        """The recipe as recorded in a frozen benchmark. ``unseen_noun`` and ``by_kind`` came
+        after 0.3.0 and are written only when set, so earlier versions' records stay as
+        frozen."""
         out = asdict(self)
-        if out["unseen_noun"] is None:
-            del out["unseen_noun"]
+        for key in ("unseen_noun", "by_kind"):
+            if not out[key]:
+                del out[key]
         return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import io
 import json
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from benchmark.errors import AttribBenchError
 from benchmark.splits import Benchmark, write_benchmark
 from benchmark.types import CustomModel, Part, PromptType, Query
 from splits.generate.customize import CustomizeConfig, customize, load_delta, save_delta
@@ -169,6 +171,7 @@ def generate_models(
         done = folder / "done.json"
         if done.is_file():
             info = json.loads(done.read_text())
+            _check_recipe(done, info, model_recipe(spec, cfg))
             if _missing_images(folder, info, cfg.base_samples):
                 with _torch_threads(info.get("torch_threads")):
                     _resample(spec, cfg, folder, info["queries"])
@@ -179,17 +182,16 @@ def generate_models(
         pipe = load_base(cfg)
         exemplars = [square_rgb(e.path, cfg.image_size) for e in spec.exemplars]
         words = delta_words(spec, cfg)
+        settings = cfg.customize.for_kind(spec.kind)
         stats = customize(
             pipe,
             exemplars,
             training_prompt(spec),
-            cfg.customize,
+            settings,
             prior=_prior(domain, spec, cfg.prior_images, cfg.image_size),
             words=words,
         )
-        save_delta(
-            pipe, folder / "delta", cfg.customize.token, cfg.customize.delta_rank, words=words
-        )
+        save_delta(pipe, folder / "delta", settings.token, settings.delta_rank, words=words)
         customized = time.perf_counter()
         records = []
         for ptype in prompt_types(spec):
@@ -220,6 +222,7 @@ def generate_models(
                     "exemplars": [e.image_id for e in spec.exemplars],
                     "training_prompt": training_prompt(spec),
                     "customize": stats,
+                    "recipe": model_recipe(spec, cfg),
                     # CPU results depend on torch's thread count (how sums are split), so
                     # images are resampled with the same count (above).
                     "torch_threads": torch.get_num_threads(),
@@ -235,6 +238,70 @@ def generate_models(
         if progress:
             progress(spec.model_id)
     return [out / "models" / spec.model_id for spec in mine]
+
+
+def model_recipe(spec: ModelSpec, cfg: GenerateConfig) -> dict:
+    """What one model's delta and images depend on besides its seeds: recorded in its
+    ``done.json`` and checked when a run resumes."""
+    recipe = {
+        "base_model": base_model_digest(cfg.base_model),
+        "customize": cfg.customize.for_kind(spec.kind).to_dict(),
+        "prior_images": cfg.prior_images,
+        "image_size": cfg.image_size,
+        "sampler": cfg.sampler.to_dict(),
+        "queries_per_type": cfg.queries_per_type,
+        "template_prompts": cfg.template_prompts,
+    }
+    return json.loads(json.dumps(recipe))  # as read back from done.json (tuples -> lists)
+
+
+@functools.cache
+def base_model_digest(base_model: str) -> str:
+    """A local pipeline folder: sha256 over its files' paths and bytes (16 hex digits); a Hub
+    id: the id itself."""
+    folder = Path(base_model)
+    if not folder.is_dir():
+        return base_model
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _check_recipe(done: Path, info: dict, recipe: dict) -> None:
+    """A finished model made with other settings is not this recipe's model: stop, naming
+    the first setting that differs. (``done.json`` files written before the record existed
+    carry none and are taken as they are.)"""
+    recorded = info.get("recipe")
+    if recorded is None or recorded == recipe:
+        return
+    key = _first_difference(recorded, recipe)
+    raise AttribBenchError(
+        done,
+        f"recipe.{key}",
+        f"this model was made with {key} = {_at(recorded, key)!r}, the recipe says "
+        f"{_at(recipe, key)!r}",
+        f"delete {done.parent} to make it again with this recipe, or pass the config it was "
+        "made with",
+    )
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            if x != y:
+                return _first_difference(x, y, f"{prefix}{key}.")
+        elif x != y:
+            return f"{prefix}{key}"
+    return prefix.rstrip(".")
+
+
+def _at(tree: dict, dotted: str):
+    for key in dotted.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
 
 
 @contextlib.contextmanager
