@@ -168,3 +168,35 @@ def test_report_command_refuses_a_bad_previous_report_in_one_line(tmp_path):
         and lines[0].startswith(f"error: {bad}: ")
         and "cannot read report" in lines[0]
     )
+
+
+def test_per_model_rows_and_the_table_by_exemplar_count(tmp_path):
+    domain = fake_run(tmp_path)
+    result = report.signal(domain, report.collect(domain, tmp_path / "run"), Pixels(16), 64)
+    rows = result["models"]
+    assert [r["model_id"] for r in rows] == [m.model_id for m in domain.models]
+    assert all(r["exemplars"] == 1 and r["customized"]["recall@10"] == 1.0 for r in rows)
+    # Each model's mean over its queries; the cell's mean over the same queries agrees.
+    cell = next(
+        c for c in result["cells"] if (c["part"], c["prompt_type"]) == ("style-seen", "all")
+    )
+    base = np.mean([r["base"]["mAP"] for r in rows if r["part"] == "style-seen"])
+    assert cell["mAP"]["base"] == pytest.approx(base)
+
+    by_hand = {
+        "models": [
+            {
+                "part": "style-seen",
+                "exemplars": n,
+                "customized": {"recall@10": c},
+                "base": {"recall@10": b},
+            }
+            for n, c, b in [(1, 1.0, 0.0), (3, 0.5, 0.1), (2, 0.25, 0.0), (12, 0.0, 0.5)]
+        ]
+    }
+    table = report.by_exemplar_count(by_hand).splitlines()
+    assert table[2:] == [
+        "| style-seen | 1 | 1 | 1.000 | 0.000 | +1.000 |",
+        "| style-seen | 2-3 | 2 | 0.375 | 0.050 | +0.325 |",
+        "| style-seen | 9+ | 1 | 0.000 | 0.500 | -0.500 |",
+    ]

@@ -140,7 +140,43 @@ def signal(
                     "difference": [diff.value, diff.low, diff.high],
                 }
             cells.append(cell)
-    return {"feature": extractor.spec, "seed": seed, "cells": cells}
+    models = []
+    for model_id in dict.fromkeys(clusters):
+        mask = clusters == model_id
+        row = {"model_id": str(model_id), "part": str(parts[mask][0])}
+        row["exemplars"] = len(kept[str(model_id)])
+        for side in SIDES:
+            row[side] = {m: float(per_side[side][m][mask].mean()) for m in METRICS}
+        models.append(row)
+    return {"feature": extractor.spec, "seed": seed, "cells": cells, "models": models}
+
+
+EXEMPLAR_BINS = ((1, 1), (2, 3), (4, 5), (6, 8), (9, None))
+
+
+def by_exemplar_count(result: dict, metric: str = "recall@10") -> str:
+    """Per test case and number of exemplars (as frozen): models, mean customized / base
+    and their difference. A set of one or two pictures can be copied; a set of eight must be
+    imitated, so this shows where a test case's signal comes from."""
+    lines = [
+        f"| test case | exemplars | models | customized {metric} | base | difference |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    rows = result.get("models", [])
+    for part in dict.fromkeys(r["part"] for r in rows):
+        for lo, hi in EXEMPLAR_BINS:
+            group = [
+                r
+                for r in rows
+                if r["part"] == part and lo <= r["exemplars"] <= (hi or r["exemplars"])
+            ]
+            if not group:
+                continue
+            label = f"{lo}+" if hi is None else str(lo) if lo == hi else f"{lo}-{hi}"
+            a = float(np.mean([r["customized"][metric] for r in group]))
+            b = float(np.mean([r["base"][metric] for r in group]))
+            lines.append(f"| {part} | {label} | {len(group)} | {a:.3f} | {b:.3f} | {a - b:+.3f} |")
+    return "\n".join(lines)
 
 
 def markdown_table(result: dict, metric: str = "mAP", prompt_types: bool = True) -> str:
@@ -275,6 +311,15 @@ def write_report(
                 comparison_table(previous, {"version": version, "results": results}, metric),
                 "",
             ]
+    if primary.get("models"):
+        lines += [
+            f"## {primary['feature']['name']}: recall@10 by number of exemplars",
+            "",
+            "Mean over models (each model's mean over its queries); no interval.",
+            "",
+            by_exemplar_count(primary),
+            "",
+        ]
     for result in results:
         spec = ", ".join(f"{k}={v}" for k, v in result["feature"].items() if k != "name")
         for metric in ("mAP", "recall@10"):
