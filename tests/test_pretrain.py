@@ -170,3 +170,32 @@ def test_pool_file_of_another_recipe_or_format_is_refused(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(AttribBenchError, match="not a pretraining pool file"):
         load_pool(tmp_path / "junk.npz", domain, 64)
+
+
+def test_untrained_words_mean_sets_only_the_rows_no_caption_trains(tmp_path):
+    """Prompt-only words end at the mean caption-word row; everything else is the weights of
+    the same run without the option."""
+    from dataclasses import replace
+
+    from transformers import AutoTokenizer
+
+    images, captions = data()
+    extra = ["harbor", "dawn", "cat"]  # "cat" is also a caption word: trained, kept
+    plain = pretrain(tmp_path / "plain", images, captions, SMALL, CFG, extra_words=extra)
+    mean_cfg = replace(CFG, untrained_words="mean")
+    meaned = pretrain(tmp_path / "mean", images, captions, SMALL, mean_cfg, extra_words=extra)
+    a, b = weights(plain), weights(meaned)
+    key = next(k for k in a if k.endswith("token_embedding.weight"))
+    assert all((a[k] == b[k]).all() for k in a if k != key)
+    tok = AutoTokenizer.from_pretrained(meaned / "tokenizer")
+    ids = tok.convert_tokens_to_ids
+    prompt_only = [ids("harbor"), ids("dawn")]
+    trained = sorted({ids(w) for w in ["a", "photo", "of", "cat", "dog", "kite", "lamp"]})
+    want = a[key][trained].float().mean(dim=0).half()  # mean of the fp16 rows, near fp32's
+    for i in prompt_only:
+        assert torch.allclose(b[key][i].float(), want.float(), atol=2e-3)
+        assert not torch.allclose(a[key][i].float(), want.float(), atol=2e-3)
+    others = [i for i in range(len(a[key])) if i not in prompt_only]
+    assert (a[key][others] == b[key][others]).all()
+    with pytest.raises(ValueError, match="untrained_words"):
+        PretrainConfig(untrained_words="zero")

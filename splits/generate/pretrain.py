@@ -9,6 +9,14 @@ more. A run may train on a GPU (``device``): its randomness is still drawn on th
 moved, so it sees the same batches, noise and timesteps as a CPU run, but the device's kernels
 round differently, so its weights are not a CPU run's; ``pretrain.json`` records the device.
 
+``untrained_words`` (``"random"`` up to 0.3.0): the tokenizer also knows every word of the
+prompt lists, and the rows of those that no caption has never receive a gradient, so they stay
+random vectors about half as long as a trained row, and a prompt like "a drawing of a quiet
+harbor at dawn in the style of <new1> art" feeds seven of them into every cross-attention
+layer. Stable Diffusion's text encoder knows every English word. With ``"mean"`` those rows
+are set, once training ends, to the mean of the caption words' rows (where a new token such
+as ``<new1>`` starts): a word the model never learned then carries no meaning instead of noise.
+
 Stage 1 trains the f=4 ``AutoencoderKL`` (reconstruction + a small KL term) and then sets its
 ``scaling_factor`` so that latents have unit variance, as Stable Diffusion's does. Stage 2
 trains the UNet and the text encoder jointly on noise prediction, with captions dropped 10% of
@@ -45,17 +53,26 @@ class PretrainConfig:
     # at the stage's end (each stage, autoencoder and UNet, has its own schedule).
     lr_schedule: str = "constant"
     warmup_steps: int = 0
+    # Rows of words no caption has (module docstring): "random" (left at their initialization)
+    # or "mean" (set to the mean of the caption words' rows when training ends).
+    untrained_words: str = "random"
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}"
             )
+        if self.untrained_words not in UNTRAINED_WORDS:
+            raise ValueError(
+                f"untrained_words {self.untrained_words!r} is not one of "
+                + ", ".join(UNTRAINED_WORDS)
+            )
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
 
 
 LR_SCHEDULES = ("constant", "cosine")
+UNTRAINED_WORDS = ("random", "mean")
 
 
 def lr_factor(schedule: str, warmup: int, steps: int, step: int) -> float:
@@ -258,6 +275,9 @@ def pretrain(
     )
     unet.eval()
     text.eval()
+    if cfg.untrained_words == "mean":
+        caption_words = {w for c in captions for w in c.replace(".", " ").replace(",", " ").split()}
+        set_untrained_rows(text, tokenizer, caption_words, extra_words)
     # Shipped in fp16 (half the bytes). Everything downstream loads it upcast to fp32, so
     # customization and sampling run on exactly the shipped values.
     pipe.to("cpu", torch.float16).save_pretrained(out / "pipeline")
@@ -273,6 +293,19 @@ def pretrain(
         )
     )
     return out / "pipeline"
+
+
+def set_untrained_rows(text_encoder, tokenizer, caption_words, extra_words) -> list[int]:
+    """Set the embedding rows of ``extra_words`` that are not ``caption_words`` to the mean row
+    of the caption words (module docstring); returns the ids set."""
+    trained = sorted({tokenizer.convert_tokens_to_ids(w) for w in caption_words})
+    untrained = sorted(
+        {tokenizer.convert_tokens_to_ids(w) for w in extra_words if w not in caption_words}
+    )
+    table = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        table[untrained] = table[trained].mean(dim=0)
+    return untrained
 
 
 def _device_name(device: torch.device) -> str:
