@@ -355,21 +355,17 @@ def test_settings_by_kind_and_a_changed_recipe_is_refused_on_resume(setup, tmp_p
 
 
 def test_by_kind_settings_are_checked():
+    from dataclasses import replace
+
     with pytest.raises(ValueError, match=r"by_kind\.scene"):
         CustomizeConfig(by_kind={"scene": {"steps": 3}})
     with pytest.raises(ValueError, match=r"by_kind\.style\.stepz is not a setting"):
         CustomizeConfig(by_kind={"style": {"stepz": 3}})
     cfg = CustomizeConfig(steps=2, by_kind={"style": {"steps": 5, "lr_kv": 1e-3}})
-    assert cfg.for_kind("object") == replace_none(cfg)
+    assert cfg.for_kind("object") == replace(cfg, by_kind={})
     assert cfg.for_kind("style").steps == 5 and cfg.for_kind("style").lr_kv == 1e-3
     assert cfg.to_dict()["by_kind"] == {"style": {"steps": 5, "lr_kv": 1e-3}}
     assert "by_kind" not in CustomizeConfig().to_dict()
-
-
-def replace_none(cfg: CustomizeConfig) -> CustomizeConfig:
-    from dataclasses import replace
-
-    return replace(cfg, by_kind={})
 
 
 def test_user_errors_cross_process_boundaries_intact():
