@@ -378,3 +378,46 @@ def test_user_errors_cross_process_boundaries_intact():
         err = cls("run/done.json", "recipe.customize.steps", "made with 400", "delete it")
         back = pickle.loads(pickle.dumps(err))
         assert type(back) is cls and back.line() == err.line()
+
+
+def test_a_sampler_change_reuses_the_deltas_of_another_run(setup, tmp_path, monkeypatch):
+    """``deltas_from``: models another run finished with the same customization are sampled
+    from its deltas without training, and come out as a run made from scratch would; a run
+    customized otherwise cannot lend its deltas."""
+    import json
+    from dataclasses import replace
+
+    from benchmark.errors import AttribBenchError
+    from splits.generate import pipeline
+
+    _, domain, cfg = setup
+    first = tmp_path / "first"
+    generate_models(domain, cfg, first)
+    stronger = replace(cfg, sampler=replace(cfg.sampler, guidance=cfg.sampler.guidance + 4))
+    scratch = tmp_path / "scratch"
+    generate_models(domain, stronger, scratch)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("customized although a delta could be reused")
+
+    monkeypatch.setattr(pipeline, "customize", no_training)
+    reused = tmp_path / "reused"
+    generate_models(domain, stronger, reused, deltas_from=first)
+    for spec in domain.models:
+        a, b, c = (run / "models" / spec.model_id for run in (first, scratch, reused))
+        files = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(c) for p in c.rglob("*") if p.is_file())
+        for rel in files:
+            if rel.name != "done.json":
+                assert (b / rel).read_bytes() == (c / rel).read_bytes(), rel
+        queries = sorted((c / "queries").iterdir())
+        assert any(q.read_bytes() != (a / "queries" / q.name).read_bytes() for q in queries)
+        info = json.loads((c / "done.json").read_text())
+        assert info["delta_from"] == a.as_posix()
+        assert info["recipe"] == json.loads((b / "done.json").read_text())["recipe"]
+        assert info["customize"] == json.loads((a / "done.json").read_text())["customize"]
+
+    halved = replace(cfg, customize=replace(cfg.customize, lr_kv=cfg.customize.lr_kv / 2))
+    with pytest.raises(AttribBenchError) as err:
+        generate_models(domain, halved, tmp_path / "other", deltas_from=first)
+    assert "first/models/object-seen-obj-000/done.json: recipe.customize.lr_kv" in err.value.line()

@@ -131,8 +131,16 @@ def splits_audit(config, cache):
     help="Models generated at once, one process of one torch thread each (set it to the "
     "number of cores: ~1.4x faster on 2 cores than one process using both).",
 )
+@click.option(
+    "--deltas-from",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Another run folder: models it finished with the same customization are not "
+    "customized again, their deltas are copied and only sampling runs (a sampler or prompt "
+    "change).",
+)
 @_sources_cache
-def splits_generate(config, out, num_shards, shard_index, patterns, jobs, cache):
+def splits_generate(config, out, num_shards, shard_index, patterns, jobs, deltas_from, cache):
     """Customize and sample every model of CONFIG (resumable; rerun to continue)."""
     from benchmark.progress import progress_bar
     from splits.generate.config import load_recipe
@@ -165,6 +173,7 @@ def splits_generate(config, out, num_shards, shard_index, patterns, jobs, cache)
             shard_index=shard_index,
             progress=lambda _: bar(1),
             only=patterns,
+            deltas_from=deltas_from,
         )
     click.echo(f"{len(folders)} models done in {out}/models (shard {shard_index}/{num_shards})")
 

@@ -155,10 +155,14 @@ def generate_models(
     shard_index: int = 0,
     progress: Callable[[str], None] | None = None,
     only: Sequence[str] = (),
+    deltas_from: str | Path | None = None,
 ) -> list[Path]:
     """Customize and sample this shard's models; return their folders (in domain order).
 
     ``only``: globs of model ids; when given, models matching none are skipped (probes).
+    ``deltas_from``: another run folder; a model it finished with the same customization
+    (:data:`DELTA_SETTINGS` of its recipe) is not customized again: its delta is copied and
+    only sampling runs (a change of sampler or prompts costs a quarter of a full run).
 
     A model with a ``done.json`` is not customized again. If its images are gone (only the
     small ``delta/`` and ``done.json`` were kept), they are sampled again from base + delta
@@ -179,19 +183,13 @@ def generate_models(
                     progress(spec.model_id)
             continue
         started = time.perf_counter()
-        pipe = load_base(cfg)
-        exemplars = [square_rgb(e.path, cfg.image_size) for e in spec.exemplars]
-        words = delta_words(spec, cfg)
-        settings = cfg.customize.for_kind(spec.kind)
-        stats = customize(
-            pipe,
-            exemplars,
-            training_prompt(spec),
-            settings,
-            prior=_prior(domain, spec, cfg.prior_images, cfg.image_size),
-            words=words,
-        )
-        save_delta(pipe, folder / "delta", settings.token, settings.delta_rank, words=words)
+        donor = _donor(deltas_from, spec, cfg)
+        if donor is not None:
+            shutil.rmtree(folder / "delta", ignore_errors=True)  # a half-written one
+            shutil.copytree(donor / "delta", folder / "delta")
+            stats = json.loads((donor / "done.json").read_text())["customize"]
+        else:
+            stats = _customize_to(folder / "delta", domain, spec, cfg)
         customized = time.perf_counter()
         records = []
         for ptype in prompt_types(spec):
@@ -223,6 +221,7 @@ def generate_models(
                     "training_prompt": training_prompt(spec),
                     "customize": stats,
                     "recipe": model_recipe(spec, cfg),
+                    **({"delta_from": donor.as_posix()} if donor is not None else {}),
                     # CPU results depend on torch's thread count (how sums are split), so
                     # images are resampled with the same count (above).
                     "torch_threads": torch.get_num_threads(),
@@ -238,6 +237,60 @@ def generate_models(
         if progress:
             progress(spec.model_id)
     return [out / "models" / spec.model_id for spec in mine]
+
+
+def _customize_to(delta: Path, domain: Domain, spec: ModelSpec, cfg: GenerateConfig) -> dict:
+    """Customize the base model on ``spec``'s exemplars, save the delta, return the stats."""
+    pipe = load_base(cfg)
+    exemplars = [square_rgb(e.path, cfg.image_size) for e in spec.exemplars]
+    words = delta_words(spec, cfg)
+    settings = cfg.customize.for_kind(spec.kind)
+    stats = customize(
+        pipe,
+        exemplars,
+        training_prompt(spec),
+        settings,
+        prior=_prior(domain, spec, cfg.prior_images, cfg.image_size),
+        words=words,
+    )
+    save_delta(pipe, delta, settings.token, settings.delta_rank, words=words)
+    return stats
+
+
+# The recipe settings a model's delta depends on (the rest only shape its prompts and images).
+DELTA_SETTINGS = ("base_model", "customize", "prior_images", "image_size")
+
+
+def _donor(deltas_from: str | Path | None, spec: ModelSpec, cfg: GenerateConfig) -> Path | None:
+    """The folder of ``spec``'s model in run ``deltas_from`` if its delta can serve ``cfg``;
+    None when there is no such run or it has not finished the model. A finished model made
+    with another customization is an error: that run cannot lend its deltas to this one."""
+    if deltas_from is None:
+        return None
+    folder = Path(deltas_from) / "models" / spec.model_id
+    done = folder / "done.json"
+    if not done.is_file():
+        return None
+    recorded = json.loads(done.read_text()).get("recipe")
+    ours = model_recipe(spec, cfg)
+    if recorded is None:
+        raise AttribBenchError(
+            done, "recipe", "this model records no recipe, so its delta's settings are unknown",
+            "make the donor run again with this version, or generate without --deltas-from",
+        )  # fmt: skip
+    theirs = {k: recorded.get(k) for k in DELTA_SETTINGS}
+    mine = {k: ours[k] for k in DELTA_SETTINGS}
+    if theirs != mine:
+        key = _first_difference(theirs, mine)
+        raise AttribBenchError(
+            done,
+            f"recipe.{key}",
+            f"its delta was made with {key} = {_at(theirs, key)!r}, the recipe says "
+            f"{_at(mine, key)!r}",
+            "lend deltas only from a run with the same customization (base model, customize, "
+            "prior_images, image_size)",
+        )
+    return folder
 
 
 def model_recipe(spec: ModelSpec, cfg: GenerateConfig) -> dict:
@@ -326,6 +379,7 @@ def generate_in_parallel(
     shard_index: int = 0,
     progress: Callable[[str], None] | None = None,
     only: Sequence[str] = (),
+    deltas_from: str | Path | None = None,
 ) -> list[Path]:
     """:func:`generate_models` in ``jobs`` processes of one torch thread each.
 
@@ -344,7 +398,7 @@ def generate_in_parallel(
     if jobs <= 1:
         return generate_models(
             domain, cfg, out_dir, num_shards=num_shards, shard_index=shard_index,
-            progress=progress, only=only,
+            progress=progress, only=only, deltas_from=deltas_from,
         )  # fmt: skip
     ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
     with (
@@ -361,6 +415,7 @@ def generate_in_parallel(
                 num_shards * jobs,
                 shard_index + num_shards * j,
                 tuple(only),
+                deltas_from,
                 finished,
                 stop,
             )
@@ -393,7 +448,7 @@ class _Stopped(Exception):
 
 
 def _generate_job(
-    domain, cfg, out_dir, num_shards, shard_index, only, finished, stop
+    domain, cfg, out_dir, num_shards, shard_index, only, deltas_from, finished, stop
 ) -> list[Path]:
     def report(model_id: str) -> None:
         finished.put(model_id)
@@ -403,7 +458,7 @@ def _generate_job(
     try:
         return generate_models(
             domain, cfg, out_dir, num_shards=num_shards, shard_index=shard_index,
-            progress=report, only=only,
+            progress=report, only=only, deltas_from=deltas_from,
         )  # fmt: skip
     except _Stopped:
         return []
