@@ -74,6 +74,11 @@ def test_signal_is_negative_when_sides_are_swapped(tmp_path):
     result = report.signal(domain, report.collect(domain, tmp_path / "run"), Pixels(16), 64)
     assert not report.all_positive(result)
     assert all(c["mAP"]["difference"][2] < 0 for c in result["cells"])
+    # An interval wholly below zero is a loss, not "includes 0".
+    rows = report.markdown_table(result).splitlines()[2:]
+    assert rows and all(r.endswith("(below 0) |") for r in rows)
+    assert report.interval_mark(-0.1, 0.2) == " (CI includes 0)"
+    assert report.interval_mark(0.01, 0.2) == ""
 
 
 def test_report_files_and_contact_sheet(tmp_path):

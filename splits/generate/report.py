@@ -179,6 +179,13 @@ def by_exemplar_count(result: dict, metric: str = "recall@10") -> str:
     return "\n".join(lines)
 
 
+def interval_mark(low: float, high: float) -> str:
+    """How a difference's interval reads beside it: nothing when it lies above zero."""
+    if low > 0:
+        return ""
+    return " (below 0)" if high < 0 else " (CI includes 0)"
+
+
 def markdown_table(result: dict, metric: str = "mAP", prompt_types: bool = True) -> str:
     lines = [
         f"| test case | prompt type | models | queries | {metric} customized | {metric} base "
@@ -190,11 +197,10 @@ def markdown_table(result: dict, metric: str = "mAP", prompt_types: bool = True)
             continue
         m = c[metric]
         value, low, high = m["difference"]
-        mark = "" if low > 0 else " (CI includes 0)"
         lines.append(
             f"| {c['part']} | {c['prompt_type']} | {c['models']} | {c['queries']} "
             f"| {m['customized']:.3f} | {m['base']:.3f} "
-            f"| {value:+.3f} [{low:+.3f}, {high:+.3f}]{mark} |"
+            f"| {value:+.3f} [{low:+.3f}, {high:+.3f}]{interval_mark(low, high)} |"
         )
     return "\n".join(lines)
 
@@ -376,10 +382,9 @@ def comparison_table(previous: dict, current: dict, metric: str = "recall@10") -
         for cell in (old[part], new[part]):
             m = cell[metric]
             value, low, high = m["difference"]
-            mark = "" if low > 0 else " (CI includes 0)"
             row += [
                 f"{m['customized']:.3f} / {m['base']:.3f}",
-                f"{value:+.3f} [{low:+.3f}, {high:+.3f}]{mark}",
+                f"{value:+.3f} [{low:+.3f}, {high:+.3f}]{interval_mark(low, high)}",
             ]
         change = new[part][metric]["difference"][0] - old[part][metric]["difference"][0]
         lines.append("| " + " | ".join(row) + f" | {change:+.3f} |")
