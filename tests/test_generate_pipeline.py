@@ -161,6 +161,15 @@ def test_freeze_writes_a_loadable_benchmark(setup):
     root, domain, cfg = setup
     out = root / "run"
     generate_models(domain, cfg, out)
+    # A run made with other settings cannot be frozen under this recipe's name.
+    from dataclasses import replace
+
+    from benchmark.errors import AttribBenchError
+
+    other = replace(cfg, sampler=replace(cfg.sampler, guidance=cfg.sampler.guidance / 2))
+    with pytest.raises(AttribBenchError, match=r"done.json: recipe.sampler.guidance"):
+        freeze(domain, other, out, root / "refused", name="x", version="0", description="x")
+    assert not (root / "refused").exists()
     stale = root / "frozen" / "deltas" / "model-of-an-older-run"
     stale.mkdir(parents=True)
     (stale / "token_embedding.safetensors").write_bytes(b"old")

@@ -503,6 +503,8 @@ def freeze(
         if not done.is_file():
             raise FileNotFoundError(f"{done}: model not generated yet; run generate first")
         info = json.loads(done.read_text())
+        # The manifest records cfg as how every query was made: it must be.
+        _check_recipe(done, info, model_recipe(spec, cfg))
         category = spec.noun if spec.kind == "object" else "style"
         ids = kept_exemplars[spec.model_id]
         models.append(CustomModel(spec.model_id, spec.part, category, ids))
