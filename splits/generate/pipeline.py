@@ -281,15 +281,11 @@ def _donor(deltas_from: str | Path | None, spec: ModelSpec, cfg: GenerateConfig)
     theirs = {k: recorded.get(k) for k in DELTA_SETTINGS}
     mine = {k: ours[k] for k in DELTA_SETTINGS}
     if theirs != mine:
-        key = _first_difference(theirs, mine)
-        raise AttribBenchError(
-            done,
-            f"recipe.{key}",
-            f"its delta was made with {key} = {_at(theirs, key)!r}, the recipe says "
-            f"{_at(mine, key)!r}",
+        raise _recipe_mismatch(
+            done, theirs, mine, "its delta was made with",
             "lend deltas only from a run with the same customization (base model, customize, "
             "prior_images, image_size)",
-        )
+        )  # fmt: skip
     return folder
 
 
@@ -329,14 +325,23 @@ def _check_recipe(done: Path, info: dict, recipe: dict) -> None:
     recorded = info.get("recipe")
     if recorded is None or recorded == recipe:
         return
-    key = _first_difference(recorded, recipe)
-    raise AttribBenchError(
-        done,
-        f"recipe.{key}",
-        f"this model was made with {key} = {_at(recorded, key)!r}, the recipe says "
-        f"{_at(recipe, key)!r}",
+    raise _recipe_mismatch(
+        done, recorded, recipe, "this model was made with",
         f"delete {done.parent} to make it again with this recipe, or pass the config it was "
         "made with",
+    )  # fmt: skip
+
+
+def _recipe_mismatch(
+    done: Path, recorded: dict, wanted: dict, made: str, fix: str
+) -> AttribBenchError:
+    """One line naming the first setting in which ``recorded`` differs from ``wanted``."""
+    key = _first_difference(recorded, wanted)
+    return AttribBenchError(
+        done,
+        f"recipe.{key}",
+        f"{made} {key} = {_at(recorded, key)!r}, the recipe says {_at(wanted, key)!r}",
+        fix,
     )
 
 
