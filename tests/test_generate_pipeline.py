@@ -260,8 +260,11 @@ def _plain(cfg):
 def test_frozen_images_have_no_pixel_identical_repeats(tmp_path):
     """Repeated source pictures: one exemplar per repeat, no distractor equal to an exemplar
     or to another distractor, and the pool refilled to its size."""
+    import functools
+    import io
+
     from splits.generate.domain import Domain, ModelSpec
-    from splits.generate.pipeline import distinct_images
+    from splits.generate.pipeline import distinct_images, encode
     from splits.generate.sources import square_rgb
 
     def image(name: str, rgb) -> SourceImage:
@@ -287,6 +290,20 @@ def test_frozen_images_have_no_pixel_identical_repeats(tmp_path):
     assert len({images[i].tobytes() for i in distractors}) == 3  # no twins left
     assert not {"p0", "p0-twin"} <= set(distractors)
     assert distractors == sorted(distractors)
+
+    # Renderings that differ by one level in one pixel are distinct, but equal once stored
+    # lossily: judged as stored, only one of them stays a distractor.
+    near = np.full((8, 8, 3), (0, 100, 50), dtype=np.uint8)
+    near[3, 3, 0] = 1
+    images["p0-twin"] = Image.fromarray(near)
+    webp = GenerateConfig(base_model="unused", image_format="webp")
+    stored = functools.partial(encode, cfg=webp)
+    assert Image.open(io.BytesIO(stored(images["p0"]))).tobytes() == (
+        Image.open(io.BytesIO(stored(images["p0-twin"]))).tobytes()
+    )
+    assert {"p0", "p0-twin"} <= set(distinct_images(domain, images)[1])
+    kept, distractors = distinct_images(domain, images, stored)
+    assert not {"p0", "p0-twin"} <= set(distractors) and len(distractors) == 3
 
 
 def test_models_can_be_selected_by_glob_and_only_unseen_nouns_learn(setup, tmp_path):

@@ -92,7 +92,21 @@ def test_report_files_and_contact_sheet(tmp_path):
     with Image.open(sheet) as im:
         assert im.size == (64 * 2 * 9 + 18, (128 + 14) * 3 + 14)
     seconds = report.generation_seconds(domain, tmp_path / "run")
-    assert seconds == {"customize": 16.0, "sample": 8.0, "models": 8}
+    assert seconds == {"customize": 16.0, "sample": 8.0, "models": 8, "reused": 0}
+    # A model sampled from another run's delta counts that run's customization time.
+    donor = tmp_path / "donor"
+    donor.mkdir()
+    (donor / "done.json").write_text(json.dumps({"seconds": {"customize": 30.0, "sample": 1}}))
+    done = tmp_path / "run" / "models" / domain.models[0].model_id / "done.json"
+    info = json.loads(done.read_text())
+    done.write_text(json.dumps({**info, "seconds": {"customize": 0.0, "sample": 1.0},
+                                "delta_from": donor.as_posix()}))  # fmt: skip
+    reused = report.generation_seconds(domain, tmp_path / "run")
+    assert reused == {"customize": 44.0, "sample": 8.0, "models": 8, "reused": 1}
+    x = report.write_report(
+        tmp_path / "x.md", recipe_name="fake", results=results, seconds=reused, sheet=None
+    )
+    assert "The deltas of 1 models were made in an earlier run" in x.read_text()
     md = report.write_report(
         tmp_path / "r.md", recipe_name="fake", results=results, seconds=seconds, sheet="sheet.png"
     )

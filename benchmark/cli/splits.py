@@ -199,11 +199,13 @@ def splits_generate(config, out, num_shards, shard_index, patterns, jobs, deltas
 @_sources_cache
 def splits_report(config, run_dir, out, sheet, sheet_models, previous, cache):
     """Signal check of a generation run: customized vs base samples, and a contact sheet."""
+    import functools
     import os
 
     from baselines.noweight import ColorHistogram, Pixels
     from splits.generate import report
     from splits.generate.config import load_recipe
+    from splits.generate.pipeline import encode
     from splits.generate.pool import load_domain
 
     recipe = load_recipe(config)
@@ -222,8 +224,9 @@ def splits_report(config, run_dir, out, sheet, sheet_models, previous, cache):
             run_dir, "models/*/base", "no base-model samples", "generate with base_samples true"
         )
     size = recipe.generate.image_size
+    stored = functools.partial(encode, cfg=recipe.generate)
     results = [
-        report.signal(domain, samples, feature, size, progress=click.echo)
+        report.signal(domain, samples, feature, size, progress=click.echo, stored=stored)
         for feature in (Pixels(16), ColorHistogram(8))
     ]
     sheet_rel = None

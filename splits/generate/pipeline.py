@@ -501,7 +501,7 @@ def freeze(
     """Write the benchmark folder from finished model folders (all shards must be done)."""
     out = Path(out_dir)
     images = domain_images(domain, cfg.image_size)
-    kept_exemplars, distractor_ids = distinct_images(domain, images)
+    kept_exemplars, distractor_ids = distinct_images(domain, images, lambda im: encode(im, cfg))
     models, queries, exemplars = [], [], {}
     for spec in domain.models:
         done = out / "models" / spec.model_id / "done.json"
@@ -599,12 +599,17 @@ def domain_images(domain: Domain, size: int) -> dict[str, Image.Image]:
 
 
 def distinct_images(
-    domain: Domain, images: dict[str, Image.Image]
+    domain: Domain,
+    images: dict[str, Image.Image],
+    stored: Callable[[Image.Image], bytes] | None = None,
 ) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """Exemplar sets and distractors with no pixel-identical repeats, as frozen.
 
     The sources repeat some pictures under other names (an artist uploading a drawing twice,
     one clip-art in two packages); at the benchmark's resolution those are the same image.
+    ``stored``: how the benchmark stores an image (:func:`encode`); pictures are then compared
+    as a method will see them, decoded from those bytes, since a lossy format can make two
+    nearly identical renderings equal (two 64x64 flat icons in 0.4.0's first freeze).
     A model keeps the first of each repeated exemplar (it was customized on the same pixels
     either way). A distractor identical to any exemplar, or to an earlier distractor, is
     dropped, so a perfect method can rank every exemplar first; the pool is refilled to its
@@ -614,7 +619,11 @@ def distinct_images(
     """
 
     def key(image_id: str) -> str:
-        return hashlib.sha256(images[image_id].tobytes()).hexdigest()
+        image = images[image_id]
+        if stored is not None:
+            with Image.open(io.BytesIO(stored(image))) as im:
+                image = im.convert("RGB")
+        return hashlib.sha256(image.tobytes()).hexdigest()
 
     kept: dict[str, tuple[str, ...]] = {}
     exemplar_keys = set()

@@ -26,6 +26,7 @@ is compared with ``--against RUN0`` instead: RUN0 is that candidate's own genera
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import tempfile
@@ -38,6 +39,7 @@ from baselines.noweight import Pixels
 from benchmark.splits import load_benchmark
 from splits.generate import report
 from splits.generate.config import load_recipe
+from splits.generate.pipeline import encode
 from splits.generate.pool import load_domain
 
 
@@ -60,6 +62,7 @@ def main() -> None:
     else:
         reference = f"{args.against.name} run"
     size = recipe.generate.image_size
+    stored = functools.partial(encode, cfg=recipe.generate)
     images = report.domain_images(domain, size)
     report.domain_images = lambda _d, _s: images  # load the gallery once for three runs
     out = {"run": str(args.run), "shipped": reference, "tables": {}}
@@ -86,7 +89,7 @@ def main() -> None:
             f"{recipe.version} vs {reference}": new_vs_old,
         }
         for name, rows in pairs.items():
-            result = report.signal(domain, rows, Pixels(16), size)
+            result = report.signal(domain, rows, Pixels(16), size, stored=stored)
             out["tables"][name] = result
             for metric in ("recall@10", "mAP"):
                 print(f"\n## {name}: {metric} ({len(finished)} models)\n")

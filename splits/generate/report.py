@@ -89,12 +89,17 @@ def signal(
     *,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    stored: Callable[[Image.Image], bytes] | None = None,
 ) -> dict:
-    """Per test case and side: mean of each metric; per test case: the paired difference."""
+    """Per test case and side: mean of each metric; per test case: the paired difference.
+
+    ``stored``: how the benchmark stores an image, so that repeats are dropped exactly as
+    ``freeze`` drops them (:func:`~splits.generate.pipeline.distinct_images`).
+    """
     say = progress or (lambda _: None)
     # The exemplar sets and distractors exactly as frozen (pixel-identical repeats dropped).
     images = domain_images(domain, image_size)
-    kept, distractor_ids = distinct_images(domain, images)
+    kept, distractor_ids = distinct_images(domain, images, stored)
     gallery_ids = list(dict.fromkeys(e for m in domain.models for e in kept[m.model_id]))
     say(f"embedding {len(gallery_ids)} exemplars and {len(distractor_ids)} distractors")
     x = embed(extractor, [images[i] for i in gallery_ids])
@@ -258,15 +263,25 @@ def contact_sheet(
 
 
 def generation_seconds(domain: Domain, run_dir: str | Path) -> dict[str, float]:
-    """Total customization and sampling seconds recorded by the finished models."""
-    total = {"customize": 0.0, "sample": 0.0, "models": 0}
+    """Total customization and sampling seconds recorded by the finished models.
+
+    A model whose delta came from another run (``splits generate --deltas-from``) counts the
+    customization seconds that run recorded for it; ``reused`` counts such models.
+    """
+    total = {"customize": 0.0, "sample": 0.0, "models": 0, "reused": 0}
     for spec in domain.models:
         done = Path(run_dir) / "models" / spec.model_id / "done.json"
         if done.is_file():
-            seconds = json.loads(done.read_text()).get("seconds", {})
+            info = json.loads(done.read_text())
+            seconds = info.get("seconds", {})
             total["customize"] += seconds.get("customize", 0.0)
             total["sample"] += seconds.get("sample", 0.0)
             total["models"] += 1
+            if "delta_from" in info:
+                total["reused"] += 1
+                donor = Path(info["delta_from"]) / "done.json"
+                if donor.is_file():
+                    total["customize"] += json.loads(donor.read_text())["seconds"]["customize"]
     return total
 
 
@@ -303,7 +318,13 @@ def write_report(
         "",
         f"Generation: {seconds['models']} models, customization {seconds['customize'] / 60:.1f}"
         f" min and sampling {seconds['sample'] / 60:.1f} min of process time in total"
-        " (queries and base samples; 2-core CPU).",
+        " (queries and base samples; 2-core CPU)."
+        + (
+            f" The deltas of {seconds['reused']} models were made in an earlier run (`splits"
+            " generate --deltas-from`) whose customization time is counted here."
+            if seconds.get("reused")
+            else ""
+        ),
         "",
     ]
     if sheet:
