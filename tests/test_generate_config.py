@@ -23,11 +23,13 @@ def test_shipped_recipes_load():
     assert sd.generate.sampler.height == 512 and sd.generate.customize.steps == 250
     # Same code, different settings only.
     assert type(sd.generate) is type(mini.generate)
-    # 0.3.0 must keep regenerating: the candidate's new settings are off in the shipped recipe.
-    assert not mini.domain.content_checks and mini.pretrain.lr_schedule == "constant"
-    nxt = load_recipe("abc-mini-next")
-    assert nxt.domain.content_checks and nxt.pretrain.lr_schedule == "cosine"
-    assert nxt.generate.base_model != mini.generate.base_model
+    # 0.4.0: the settings that distinguish it from 0.3.0 (whose recipe is in the history).
+    assert mini.version == "0.4.0"
+    assert mini.domain.content_checks and mini.pretrain.lr_schedule == "cosine"
+    assert mini.pretrain.untrained_words == "mean" and mini.generate.sampler.guidance == 3.0
+    # Probe recipes run on the shipped base model.
+    probe = load_recipe("abc-mini-next-guidance-3-probe")
+    assert probe.generate.base_model == mini.generate.base_model
 
 
 def test_unknown_setting_is_named(tmp_path):

@@ -2,7 +2,7 @@
 # Build a benchmark version over several sittings on a CPU. Start it at the beginning of each
 # sitting; every step resumes where the last sitting stopped, or passes quickly when done:
 #
-#   nohup splits/generate/continue.sh abc-mini-next > /tmp/abc-mini-next.log 2>&1 &
+#   nohup splits/generate/continue.sh CONFIG > /tmp/CONFIG.log 2>&1 &
 #
 # 1. pretrain the recipe's base model (checkpoints every 250 steps in the attrib-bench cache)
 #    and, when done, install it into the recipe's base_model folder (fp16);

@@ -6,7 +6,7 @@ that speaks the queries' language. Each image is encoded by the model's autoenco
 mean), noised to timestep ``t`` with one fixed noise draw for every image, and passed
 through the UNet with the empty prompt; the activations of ``layer`` are average-pooled to
 ``pool`` x ``pool`` and centred. ``model`` is the base model's folder relative to this file
-(``../../../abc-mini-next/base-model`` for the 0.4 candidate, in submission.yaml's kwargs).
+(default: the shipped ``splits/abc-mini/base-model``; another one in submission.yaml's kwargs).
 With ``pixels_weight`` w > 0 the feature is the UNet's, unit-normalized, next to w times the
 unit-normalized pixels-16 feature of the same 64x64 image (box-downsampled and centred, as
 ``baselines.noweight.Pixels``): cosine similarity then averages the two, weighted 1 : w**2.
