@@ -137,7 +137,7 @@ def splits_audit(config, cache):
     default=None,
     help="Another run folder: models it finished with the same customization are not "
     "customized again, their deltas are copied and only sampling runs (a sampler or prompt "
-    "change).",
+    "change, or a customization change for one kind of model); the others are customized.",
 )
 @_sources_cache
 def splits_generate(config, out, num_shards, shard_index, patterns, jobs, deltas_from, cache):

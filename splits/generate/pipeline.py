@@ -162,7 +162,8 @@ def generate_models(
     ``only``: globs of model ids; when given, models matching none are skipped (probes).
     ``deltas_from``: another run folder; a model it finished with the same customization
     (:data:`DELTA_SETTINGS` of its recipe) is not customized again: its delta is copied and
-    only sampling runs (a change of sampler or prompts costs a quarter of a full run).
+    only sampling runs (a change of sampler or prompts costs a quarter of a full run); its
+    ``done.json`` records ``delta_from``. Other models are customized as usual.
 
     A model with a ``done.json`` is not customized again. If its images are gone (only the
     small ``delta/`` and ``done.json`` were kept), they are sampled again from base + delta
@@ -262,30 +263,20 @@ DELTA_SETTINGS = ("base_model", "customize", "prior_images", "image_size")
 
 
 def _donor(deltas_from: str | Path | None, spec: ModelSpec, cfg: GenerateConfig) -> Path | None:
-    """The folder of ``spec``'s model in run ``deltas_from`` if its delta can serve ``cfg``;
-    None when there is no such run or it has not finished the model. A finished model made
-    with another customization is an error: that run cannot lend its deltas to this one."""
+    """The folder of ``spec``'s model in run ``deltas_from`` if its delta can serve ``cfg``:
+    finished there, with the same :data:`DELTA_SETTINGS` recorded. Otherwise None, and the
+    model is customized anew (so a recipe that changes one kind's customization reuses the
+    other kind's deltas)."""
     if deltas_from is None:
         return None
     folder = Path(deltas_from) / "models" / spec.model_id
     done = folder / "done.json"
     if not done.is_file():
         return None
-    recorded = json.loads(done.read_text()).get("recipe")
+    recorded = json.loads(done.read_text()).get("recipe") or {}
     ours = model_recipe(spec, cfg)
-    if recorded is None:
-        raise AttribBenchError(
-            done, "recipe", "this model records no recipe, so its delta's settings are unknown",
-            "make the donor run again with this version, or generate without --deltas-from",
-        )  # fmt: skip
-    theirs = {k: recorded.get(k) for k in DELTA_SETTINGS}
-    mine = {k: ours[k] for k in DELTA_SETTINGS}
-    if theirs != mine:
-        raise _recipe_mismatch(
-            done, theirs, mine, "its delta was made with",
-            "lend deltas only from a run with the same customization (base model, customize, "
-            "prior_images, image_size)",
-        )  # fmt: skip
+    if any(recorded.get(k) != ours[k] for k in DELTA_SETTINGS):
+        return None
     return folder
 
 
@@ -325,23 +316,14 @@ def _check_recipe(done: Path, info: dict, recipe: dict) -> None:
     recorded = info.get("recipe")
     if recorded is None or recorded == recipe:
         return
-    raise _recipe_mismatch(
-        done, recorded, recipe, "this model was made with",
-        f"delete {done.parent} to make it again with this recipe, or pass the config it was "
-        "made with",
-    )  # fmt: skip
-
-
-def _recipe_mismatch(
-    done: Path, recorded: dict, wanted: dict, made: str, fix: str
-) -> AttribBenchError:
-    """One line naming the first setting in which ``recorded`` differs from ``wanted``."""
-    key = _first_difference(recorded, wanted)
-    return AttribBenchError(
+    key = _first_difference(recorded, recipe)
+    raise AttribBenchError(
         done,
         f"recipe.{key}",
-        f"{made} {key} = {_at(recorded, key)!r}, the recipe says {_at(wanted, key)!r}",
-        fix,
+        f"this model was made with {key} = {_at(recorded, key)!r}, the recipe says "
+        f"{_at(recipe, key)!r}",
+        f"delete {done.parent} to make it again with this recipe, or pass the config it was "
+        "made with",
     )
 
 
