@@ -32,6 +32,21 @@ def test_shipped_recipes_load():
     assert probe.generate.base_model == mini.generate.base_model
 
 
+def test_every_shipped_config_loads_and_names_an_existing_base_model():
+    """Probe and candidate recipes too: a renamed base model folder must not strand them."""
+    from pathlib import Path
+
+    from splits.generate.config import CONFIGS
+
+    for path in sorted(CONFIGS.glob("*.json")):
+        recipe = load_recipe(path.stem)
+        base = recipe.generate.base_model
+        assert base.startswith("CompVis/") or Path(base).is_dir(), (path.name, base)
+    nxt = load_recipe("abc-mini-next")  # the next version's candidate
+    assert nxt.generate.customize.for_kind("object").prior_weight == 0.0
+    assert nxt.generate.customize.for_kind("style") == load_recipe("abc-mini").generate.customize
+
+
 def test_unknown_setting_is_named(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"base_model": "a/b", "customize": {"stpes": 3}}))
