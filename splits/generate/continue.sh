@@ -22,8 +22,27 @@ cache="${ATTRIB_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/attrib-bench}/runs/
 run="splits/generate/runs/$config"
 note() { echo "[$(date -u +%FT%TZ)] $*"; }
 
-note "pretrain $config (resumes from $cache/pretrain)"
-"${bench[@]}" pretrain "$config" --out "$cache/pretrain" --install
+# A base model already installed from this recipe's model and pretraining settings (e.g. one
+# committed by an earlier version) is used as it is: on a new machine the pretraining cache is
+# empty, and resuming would mean hours of pretraining from step 0.
+installed=$(.venv/bin/python - "$config" <<'PY'
+import json, sys
+from dataclasses import asdict
+from pathlib import Path
+from splits.generate.config import load_recipe
+r = load_recipe(sys.argv[1])
+made = Path(r.generate.base_model) / "pretrain.json"
+same = made.is_file() and json.loads(json.dumps({"model": asdict(r.model), "pretrain": asdict(r.pretrain)})) == {
+    k: json.loads(made.read_text())[k] for k in ("model", "pretrain")}
+print("yes" if same else "no")
+PY
+)
+if [ "$installed" = yes ]; then
+  note "pretrain $config: its base model is installed with these settings; skipped"
+else
+  note "pretrain $config (resumes from $cache/pretrain)"
+  "${bench[@]}" pretrain "$config" --out "$cache/pretrain" --install
+fi
 jobs=$(nproc)
 note "generate $config (resumes from $run; $jobs one-thread jobs)"
 "${bench[@]}" generate "$config" --out "$run" --jobs "$jobs"
