@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from splits.generate.coherence import coherence, per_model_recall
+from splits.generate.coherence import artist_neighbours, coherence, per_model_recall
 
 
 def test_coherence_is_the_mean_over_distinct_pairs():
@@ -23,3 +23,19 @@ def test_per_model_recall_averages_the_share_of_exemplars_in_the_top_k_over_quer
     }
     assert per_model_recall(result, 10) == {"m": pytest.approx(0.75), "n": 0.0}
     assert per_model_recall(result, 1) == {"m": pytest.approx(0.25), "n": 0.0}
+
+
+def test_artist_neighbours_counts_the_artists_drawings_in_the_top_k_with_pessimistic_ties():
+    query = torch.tensor([[1.0, 0.0]])
+    exemplars = torch.tensor([[0.6, 0.8], [-1.0, 0.0]])  # scores 0.6, -1
+    # scores 1 (the artist's), 0.6 (ties the first exemplar), 0 (the artist's), -0.6
+    distractors = torch.tensor([[1.0, 0.0], [0.6, -0.8], [0.0, 1.0], [-0.6, 0.8]])
+    same = torch.tensor([True, False, True, False])
+    # ranking: d0, d1, e1 (below the tied d1), d2, d3, e2
+    top, recall, without = artist_neighbours(query, exemplars, distractors, same, k=2)
+    assert top.tolist() == [1] and recall.tolist() == [0.0]
+    assert without.tolist() == [0.5]  # without d0 and d2: d1, e1, d3, e2
+    top, recall, without = artist_neighbours(query, exemplars, distractors, same, k=3)
+    assert top.tolist() == [1] and recall.tolist() == [0.5] and without.tolist() == [0.5]
+    top, _, without = artist_neighbours(query, exemplars, distractors, same, k=6)
+    assert top.tolist() == [2] and without.tolist() == [1.0]
