@@ -8,6 +8,12 @@ generation report's feature; cluster bootstrap over models):
   model, prompts and seeds are unchanged, so the base samples are the same images);
 - RUN's queries vs the shipped queries directly (what the recipe change bought).
 
+Then what the samples look like next to their exemplars (:func:`closeness`, same feature,
+per test case): how close a sample is to its nearest exemplar, how many are near-copies, how
+alike a model's samples are, and how close each is to the base model's sample of the same
+prompt and seed (a recipe that buys signal by copying its exemplars instead of following
+the prompt shows up here).
+
 Usage (from the repository root, sources installed as for ``splits generate``):
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m splits.generate.probe_shipped \\
@@ -30,14 +36,17 @@ import functools
 import io
 import json
 import tempfile
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image
 
 from baselines.noweight import Pixels
 from benchmark.splits import load_benchmark
-from splits.generate import report
+from splits.generate import report, sources
 from splits.generate.config import load_recipe
 from splits.generate.pipeline import encode
 from splits.generate.pool import load_domain
@@ -94,8 +103,74 @@ def main() -> None:
             for metric in ("recall@10", "mAP"):
                 print(f"\n## {name}: {metric} ({len(finished)} models)\n")
                 print(report.markdown_table(result, metric, prompt_types=False))
+        sources_of = {recipe.version: {s.query_id: s.customized for s in samples}}
+        sources_of[reference] = shipped
+        sources_of["base"] = {s.query_id: s.base for s in samples}
+        out["closeness"] = closeness_by_part(domain, samples, sources_of, size)
+        print_closeness(out["closeness"])
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+def closeness(
+    queries: dict[str, torch.Tensor], exemplars: torch.Tensor, near: float = 0.9
+) -> dict[str, dict[str, float]]:
+    """One model's samples from several sources (``queries[source]`` [Q, D], rows aligned:
+    the same prompts and seeds, one source named ``base``) and its exemplars [E, D], all unit
+    norm. Per source: the mean cosine of a sample to its nearest exemplar, the share of
+    samples above ``near`` to an exemplar (near-copies), the mean cosine between two samples
+    of the model (higher: less varied; needs two samples) and the mean cosine of a sample to
+    the base model's sample of the same prompt and seed."""
+    out = {}
+    for name, x in queries.items():
+        nearest = (x @ exemplars.T).max(dim=1).values
+        sims = x @ x.T
+        n = len(x)
+        out[name] = {
+            "to nearest exemplar": float(nearest.mean()),
+            f"near-copies (> {near})": float((nearest > near).float().mean()),
+            "between samples": float((sims.sum() - sims.diagonal().sum()) / (n * (n - 1))),
+            "to its base sample": float((x * queries["base"]).sum(dim=1).mean()),
+        }
+    return out
+
+
+def closeness_by_part(domain, samples, sources_of: dict[str, dict[str, Path]], size: int):
+    """:func:`closeness` of every finished model (pixels-16), averaged per test case."""
+    spec = {m.model_id: m for m in domain.models}
+    by_model = defaultdict(list)
+    for s in samples:
+        by_model[s.model_id].append(s)
+
+    def features(images):
+        return torch.nn.functional.normalize(report.embed(Pixels(16), images), dim=1)
+
+    rows = defaultdict(list)
+    for model_id, mine in sorted(by_model.items()):
+        exemplars = features([sources.square_rgb(e.path, size) for e in spec[model_id].exemplars])
+        queries = {
+            name: features([report._rgb(paths[s.query_id]) for s in mine])
+            for name, paths in sources_of.items()
+        }
+        rows[spec[model_id].part.value].append(closeness(queries, exemplars))
+    return {
+        part: {
+            name: {k: float(np.mean([m[name][k] for m in models])) for k in models[0][name]}
+            for name in models[0]
+        }
+        for part, models in rows.items()
+    }
+
+
+def print_closeness(table: dict) -> None:
+    print("\n## Samples next to their exemplars (pixels-16 cosine, mean over models)\n")
+    measures = list(next(iter(next(iter(table.values())).values())))
+    print("| test case | samples | " + " | ".join(measures) + " |")
+    print("|---|---|" + "---|" * len(measures))
+    for part, by_source in table.items():
+        for name, values in by_source.items():
+            cells = " | ".join(f"{values[k]:.3f}" for k in measures)
+            print(f"| {part} | {name} | {cells} |")
 
 
 if __name__ == "__main__":
