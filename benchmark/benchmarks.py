@@ -60,6 +60,7 @@ PUBLISHED: dict[tuple[str, str], str] = {
     ("abc-mini", "0.2.0"): "ff4aeba400d3f687ff38201e1d3e6483c74bdf29df006530265737b27ded9655",
     ("abc-mini", "0.3.0"): "5579de11918e8240f3935122e40b40afba3a94ec01fa924617bc1e19e0c9c5ad",
     ("abc-mini", "0.4.0"): "8ed662b4035daa0f40dfe379f0ae623d70a40e1c638a0f977ef076a41bc411d5",
+    ("abc-mini", "0.5.0"): "f2be0531d2da0855b7e2d6d15c3ab00717d3f999427e0c025465a3ca73651195",
 }
 #: Registered benchmarks built on each machine by code (their bytes may differ with library
 #: versions): the registered manifest sha256 is the one of the local build.
