@@ -27,3 +27,22 @@ def test_change_is_split_into_probed_and_other_models():
     assert iv.low == pytest.approx(-0.25) and iv.high == pytest.approx(0.0)
     n, iv = got[("q", "others")]
     assert n == 1 and iv.value == 0.0
+
+
+def test_command_pools_models_across_test_cases(tmp_path, monkeypatch, capsys):
+    import json
+
+    from splits.generate import heldout
+
+    old = [row("train-obj-1", "train", 0.0), row("val-obj-2", "val", 0.5), row("s", "val", 0.0)]
+    new = [row("train-obj-1", "train", 0.5), row("val-obj-2", "val", 1.0), row("s", "val", 1.0)]
+    for name, rows in (("new", new), ("old", old)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"results": [{"models": rows}]}))
+    (tmp_path / "probe.json").write_text(json.dumps({"models": []}))
+    argv = ["heldout", str(tmp_path / "new.json"), str(tmp_path / "old.json")]
+    argv += ["--probe", str(tmp_path / "probe.json"), "--pool", "seen objects=*-obj-*"]
+    monkeypatch.setattr("sys.argv", argv)
+    heldout.main()
+    out = capsys.readouterr().out
+    assert "| seen objects | others: 2 | +0.500 [+0.500, +0.500] |" in out  # "s" is not pooled
+    assert "| val | others: 2 | +0.750" in out

@@ -10,7 +10,11 @@ Usage (from the repository root; reports are ``splits report`` JSON, probes any 
 ``"models"`` lists name the probed models, e.g. ``probe_shipped --out``)::
 
     .venv/bin/python -m splits.generate.heldout NEW_REPORT.json OLD_REPORT.json \\
-        --probe docs/abc-mini-no-prior-probe.json [--metric recall@10]
+        --probe docs/abc-mini-no-prior-probe.json [--metric recall@10] \\
+        [--pool "seen objects=*-obj-*"]
+
+``--pool NAME=GLOB`` adds rows for the models whose id matches GLOB, across test cases (here
+the seen-object models of test, train and val).
 
 The customized samples are compared (the base samples of two runs on one base model with the
 same prompts and seeds are the same images, so this is also the change in the report's
@@ -20,6 +24,7 @@ customized-minus-base difference).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -77,12 +82,19 @@ def main() -> None:
     ap.add_argument("--probe", type=Path, action="append", required=True)
     ap.add_argument("--metric", default="recall@10")
     ap.add_argument("--feature", type=int, default=0, help="index into the reports' results")
+    ap.add_argument("--pool", action="append", default=[], metavar="NAME=GLOB")
     args = ap.parse_args()
     probed = set().union(*(probed_models(json.loads(p.read_text())) for p in args.probe))
-    new, old = (json.loads(p.read_text())["results"][args.feature] for p in (args.new, args.old))
+    new, old = (
+        json.loads(p.read_text())["results"][args.feature]["models"] for p in (args.new, args.old)
+    )
+    for pool in args.pool:
+        name, _, pattern = pool.partition("=")
+        new += [{**m, "part": name} for m in new if fnmatch.fnmatch(m["model_id"], pattern)]
+        old += [{**m, "part": name} for m in old if fnmatch.fnmatch(m["model_id"], pattern)]
     print(f"| test case | models | {args.metric}, new - old [95% CI] |")
     print("|---|---|---|")
-    for part, group, n, iv in held_out_change(new["models"], old["models"], probed, args.metric):
+    for part, group, n, iv in held_out_change(new, old, probed, args.metric):
         print(f"| {part} | {group}: {n} | {iv.value:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}] |")
 
 
