@@ -38,7 +38,7 @@ from benchmark.splits import load_benchmark
 from splits.generate.report import embed
 
 
-def exemplar_features(bench, size: int = 16, table: str = "exemplars", wanted=None):
+def image_features(bench, table: str = "exemplars", wanted=None, size: int = 16):
     """Unit-norm pixels features of every image of ``table`` (rows in ``wanted`` only), by id
     (the generation report's feature)."""
     ids, images = [], []
@@ -104,7 +104,7 @@ def main() -> None:
     args = ap.parse_args()
     bench = load_benchmark(args.benchmark)
     recall = per_model_recall(load_result(args.result), args.k)
-    feats = exemplar_features(bench)
+    feats = image_features(bench)
     by_part = defaultdict(list)
     for m in bench.models:
         if m.model_id in recall and len(m.exemplar_ids) > 1:
@@ -133,11 +133,12 @@ def print_artist_neighbours(bench, exemplar_feats: dict[str, torch.Tensor], k: i
     in a query's top k (against chance) and recall@k with and without them in the gallery."""
     from splits.generate.pool import _catalog
 
-    artist_of = {s.image_id: s.group for group in _catalog(None) for s in group}
-    distractors = exemplar_features(bench, table="distractors")
+    _stamps, drawings = _catalog(None)
+    artist_of = {s.image_id: s.group for s in drawings}
+    distractors = image_features(bench, "distractors")
     ids = list(distractors)
     d = torch.stack([distractors[i] for i in ids])
-    artists = np.array([artist_of[i] for i in ids])
+    artists = np.array([artist_of.get(i, "") for i in ids])  # "": a photo, no artist
     print(
         f"| test case | the artist's drawings among the distractors, per model | of a query's "
         f"top {k} (chance) | recall@{k} | without them in the gallery |"
@@ -148,13 +149,12 @@ def print_artist_neighbours(bench, exemplar_feats: dict[str, torch.Tensor], k: i
             m
             for m in bench.models
             if m.part.value == part
-            and m.exemplar_ids
-            and artist_of[m.exemplar_ids[0]] != "tuxpaint-stamps-default"
+            and m.exemplar_ids[0] in artist_of  # a style model: its exemplars are drawings
         ]
         queries = [q for q in bench.queries if q.part.value == part]
         if not models or not queries:
             continue
-        qf = exemplar_features(bench, table="queries", wanted={q.query_id for q in queries})
+        qf = image_features(bench, "queries", {q.query_id for q in queries})
         n_same, in_top, rec, rec_without = [], [], [], []
         for m in models:
             same = torch.from_numpy(artists == artist_of[m.exemplar_ids[0]])
