@@ -38,6 +38,11 @@ from benchmark.splits import load_benchmark
 from splits.generate.report import embed
 
 
+def pixel_features(images, size: int = 16) -> torch.Tensor:
+    """Unit-norm pixels features [N, D] of PIL images (the generation report's feature)."""
+    return torch.nn.functional.normalize(embed(Pixels(size), images), dim=1)
+
+
 def image_features(bench, table: str = "exemplars", wanted=None, size: int = 16):
     """Unit-norm pixels features of every image of ``table`` (rows in ``wanted`` only), by id
     (the generation report's feature)."""
@@ -47,8 +52,7 @@ def image_features(bench, table: str = "exemplars", wanted=None, size: int = 16)
             with Image.open(io.BytesIO(data)) as im:
                 images.append(im.convert("RGB"))
             ids.append(image_id)
-    features = torch.nn.functional.normalize(embed(Pixels(size), images), dim=1)
-    return dict(zip(ids, features, strict=True))
+    return dict(zip(ids, pixel_features(images, size), strict=True))
 
 
 def artist_neighbours(

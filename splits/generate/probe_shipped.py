@@ -47,6 +47,7 @@ from PIL import Image
 from baselines.noweight import Pixels
 from benchmark.splits import load_benchmark
 from splits.generate import report, sources
+from splits.generate.coherence import coherence, pixel_features
 from splits.generate.config import load_recipe
 from splits.generate.pipeline import encode
 from splits.generate.pool import load_domain
@@ -124,12 +125,10 @@ def closeness(
     out = {}
     for name, x in queries.items():
         nearest = (x @ exemplars.T).max(dim=1).values
-        sims = x @ x.T
-        n = len(x)
         out[name] = {
             "to nearest exemplar": float(nearest.mean()),
             f"near-copies (> {near})": float((nearest > near).float().mean()),
-            "between samples": float((sims.sum() - sims.diagonal().sum()) / (n * (n - 1))),
+            "between samples": coherence(list(x)),
             "to its base sample": float((x * queries["base"]).sum(dim=1).mean()),
         }
     return out
@@ -142,14 +141,13 @@ def closeness_by_part(domain, samples, sources_of: dict[str, dict[str, Path]], s
     for s in samples:
         by_model[s.model_id].append(s)
 
-    def features(images):
-        return torch.nn.functional.normalize(report.embed(Pixels(16), images), dim=1)
-
     rows = defaultdict(list)
     for model_id, mine in sorted(by_model.items()):
-        exemplars = features([sources.square_rgb(e.path, size) for e in spec[model_id].exemplars])
+        exemplars = pixel_features(
+            [sources.square_rgb(e.path, size) for e in spec[model_id].exemplars]
+        )
         queries = {
-            name: features([report._rgb(paths[s.query_id]) for s in mine])
+            name: pixel_features([report._rgb(paths[s.query_id]) for s in mine])
             for name, paths in sources_of.items()
         }
         rows[spec[model_id].part.value].append(closeness(queries, exemplars))
